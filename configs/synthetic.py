@@ -1,0 +1,69 @@
+"""The embedded default: AXM-Net on SynthPedes, sized for a 2-core CPU."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the full config tree; every other config starts from this one."""
+  config = ml_collections.ConfigDict()
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synth_pedes'  # synth_pedes | cuhk_pedes | icfg_pedes | rstpreid
+  config.data.builder_config = 'default'  # SynthPedes size: 'default' or 'tiny'
+  config.data.data_dir = ''  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets)
+  config.data.manual_dir = ''  # real datasets: the directory the user downloaded
+  config.data.image_size = (128, 64)  # (height, width)
+  config.data.text_length = 32  # tokens per caption, padded / truncated
+  config.data.vocab_size = 512  # sentencepiece vocabulary (a ceiling for tiny corpora)
+  config.data.identities_per_batch = 16  # P
+  config.data.images_per_identity = 4  # K; global batch = P * K
+  config.data.flip = True
+  config.data.crop_padding = 6  # pad then random crop back to image_size
+  config.data.erasing_probability = 0.5
+  config.data.eval_batch_size = 128  # global, padded at the end
+
+  config.model = ml_collections.ConfigDict()
+  config.model.width = 0.25  # channel multiplier; 1.0 = paper scale (64-256-384-512)
+  config.model.streams = 4  # R, receptive fields 3/5/7/9
+  config.model.stripes = 4  # K horizontal parts; must divide the final map height
+  config.model.embed_dim = 128  # 512 at paper scale
+  config.model.word_dim = 300
+  config.model.share_gate = True
+  config.model.part_attention = True
+  config.model.text_attention = True
+  config.model.gate_reduction = 16
+  config.model.part_reduction = 16
+  config.model.text_attention_ratio = 4
+  config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
+  config.model.pretrained_visual = ''  # .npz from `python -m axm_jax.models.pretrained osnet`
+  config.model.pretrained_words = ''  # word2vec text file
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.id_weight = 1.0
+  config.loss.triplet_weight = 1.0
+  config.loss.affinity_weight = 1.0
+  config.loss.margin = 0.3
+  config.loss.label_smoothing = 0.1
+  config.loss.affinity_form = 'bce'  # bce | paper
+  config.loss.affinity_scale_init = 10.0
+  config.loss.affinity_bias_init = -5.0
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-3
+  config.optim.warmup_steps = 100
+  config.optim.weight_decay = 5e-4
+  config.optim.clip_norm = 0.0  # 0 = no clipping
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 1500
+  config.train.seed = 0
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.train.eval_every = 500
+  config.train.keep_checkpoints = 2
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.ranks = (1, 5, 10)
+  config.eval.reid = True  # cross-modal re-id protocols (needs camera ids)
+  config.eval.num_picture_queries = 4
+  config.eval.query_chunk = 1024
+  return config
