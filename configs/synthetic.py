@@ -1,9 +1,14 @@
-"""The embedded default: AXM-Net on SynthPedes, sized for a 2-core CPU."""
+"""The embedded default: AXM-Net on SynthPedes, sized for a 2-core CPU.
+
+`configs/synthetic.py:smoke` is a seconds-long variant (tiny data and model) used by the tests.
+"""
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Returns the full config tree; every other config starts from this one."""
+  if variant not in ('', 'smoke'):
+    raise ValueError(f'unknown variant {variant!r} of configs/synthetic.py; expected "" or "smoke".')
   config = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
@@ -66,4 +71,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.reid = True  # cross-modal re-id protocols (needs camera ids)
   config.eval.num_picture_queries = 4
   config.eval.query_chunk = 1024
+  if variant == 'smoke':
+    _shrink_to_smoke(config)
   return config
+
+
+def _shrink_to_smoke(config: ml_collections.ConfigDict) -> None:
+  """Tiny data and model: compiles and runs in seconds on a CPU."""
+  config.data.builder_config = 'tiny'
+  config.data.image_size = (64, 32)
+  config.data.text_length = 16
+  config.data.vocab_size = 128
+  config.data.identities_per_batch = 4
+  config.data.images_per_identity = 2
+  config.data.eval_batch_size = 16
+  config.model.width = 0.0625
+  config.model.stripes = 2
+  config.model.embed_dim = 32
+  config.model.word_dim = 16
+  config.optim.warmup_steps = 2
+  config.train.num_steps = 6
+  config.train.log_every = 2
+  config.train.checkpoint_every = 2
+  config.train.eval_every = 3
+  config.eval.num_picture_queries = 2

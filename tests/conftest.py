@@ -5,3 +5,44 @@ os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = 'configs/synthetic.py:smoke'
+
+
+def run_main(workdir: pathlib.Path, data_dir: pathlib.Path, *flags: str, devices: int = 8,
+             env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+  """Runs `python -m axm_jax.main` on the smoke config in a fresh process with `devices` CPU devices."""
+  process_env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+                     JAX_PLATFORMS='cpu', **(env or {}))
+  command = [sys.executable, '-m', 'axm_jax.main', f'--config={SMOKE_CONFIG}', f'--workdir={workdir}',
+             f'--config.data.data_dir={data_dir}', *flags]
+  result = subprocess.run(command, cwd=REPO, env=process_env, capture_output=True, text=True, timeout=900)
+  if check and result.returncode:
+    raise AssertionError(f'{command} failed:\n{result.stderr[-4000:]}')
+  return result
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> pathlib.Path:
+  """One TFDS data dir per test session, so SynthPedes 'tiny' is built once."""
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory, tfds_dir) -> pathlib.Path:
+  """The smoke config trained and tested end to end by the main command on 8 devices."""
+  workdir = tmp_path_factory.mktemp('smoke_run')
+  run_main(workdir, tfds_dir)
+  return workdir

@@ -1,0 +1,64 @@
+"""Command line: `python -m axm_jax.main --config=configs/NAME.py --workdir=DIR [--mode=...]`."""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from axm_jax import evaluate
+from axm_jax import train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.', required=True)
+_MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'train', 'eval'],
+                          'train_and_eval: train, select on val, test the best checkpoint once; '
+                          'train: train with val selection only; eval: evaluate a saved checkpoint.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file defining get_config().',
+                                          lock_config=True)
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run when the environment describes one.
+
+  JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID) selects an explicit cluster, e.g. two
+  local processes; on a Cloud TPU pod slice (several TPU_WORKER_HOSTNAMES) JAX detects everything itself.
+  """
+  if 'JAX_COORDINATOR_ADDRESS' in os.environ:
+    jax.distributed.initialize(num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                               process_id=int(os.environ['JAX_PROCESS_ID']))
+  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):
+    jax.distributed.initialize()
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that names an unknown `--config.a.b` field instead of showing a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    missing = str(error).strip('"\'')
+    culprits = [a for a in argv if a.startswith('--config.') and missing in a.split('=')[0].split('.')]
+    sys.exit(f'FATAL unknown config field {missing!r} in {" ".join(culprits) or argv}: '
+             'every field must exist in the get_config() of --config.')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  tf.config.set_visible_devices([], 'GPU')  # tf.data only; the accelerators belong to JAX.
+  initialize_distributed()
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  logging.info('process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  config = _CONFIG.value
+  if _MODE.value == 'eval':
+    evaluate.evaluate(config, _WORKDIR.value)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value, evaluate_test=_MODE.value == 'train_and_eval')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,286 @@
+"""Training: state, the pmap train step, the loop, checkpoints, logging.
+
+Everything that varies between steps is a function of (config.train.seed, step): the data order comes from
+`pipeline.train_batches(start_step=...)` and the model needs no per-step randomness, so a run resumed from the
+checkpoint of step N reproduces the uninterrupted run bit for bit.
+"""
+import functools
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorflow as tf
+
+from axm_jax import checkpointing
+from axm_jax import evaluate
+from axm_jax import losses
+from axm_jax.data import pipeline
+from axm_jax.data import tokenizer as tokenizer_lib
+from axm_jax.models import axm_net
+from axm_jax.models import pretrained
+
+AXIS = 'batch'
+METRICS_FILE = 'metrics.jsonl'
+TOKENIZER_FILE = 'tokenizer.model'
+LABEL_MAP_FILE = 'label_map.json'
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """AdamW (decay on kernels only), linear warm-up then cosine decay to 0, optional clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.optim.learning_rate, warmup_steps=config.optim.warmup_steps,
+      decay_steps=config.train.num_steps, end_value=0.0)
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  adamw = optax.adamw(schedule, weight_decay=config.optim.weight_decay, mask=decay_mask)
+  if config.optim.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), adamw)
+  return adamw
+
+
+def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
+  return float(optax.warmup_cosine_decay_schedule(
+      0.0, config.optim.learning_rate, config.optim.warmup_steps, config.train.num_steps, 0.0)(step))
+
+
+def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
+                 optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
+  """Initialises parameters (optionally from pretrained files) and the optimizer state."""
+  height, width = config.data.image_size
+  variables = model.init(
+      jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
+      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool),
+      train=False)
+  variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.AXMNet,
+               optimizer: optax.GradientTransformation,
+               loss_config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  """One per-device step; batch losses see the global batch, gradients are averaged over devices."""
+
+  def loss_fn(params):
+    outputs, mutated = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], batch['text_ids'],
+        batch['text_mask'], train=True, mutable=['batch_stats'])
+    global_outputs, global_labels = losses.gather_global_batch(outputs, batch['label'], AXIS)
+    total, terms = losses.compute_losses(global_outputs, global_labels, loss_config)
+    return total, (terms, mutated['batch_stats'])
+
+  grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  terms = dict(terms, grad_norm=optax.global_norm(grads))
+  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), terms
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       evaluate_test: bool = True) -> dict[str, dict[str, float]]:
+  """Trains with val model selection; then evaluates the best checkpoint once on test."""
+  validate_config(config)
+  tf.io.gfile.makedirs(workdir)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    checkpointing.save_run_config(workdir, config)
+  train_split = pipeline.load_split(config.data, 'train')
+  tokenizer = prepare_tokenizer(config, workdir, train_split)
+  labels, label_map = pipeline.class_labels(train_split.person_ids)
+  if is_writer:
+    _write_json(os.path.join(workdir, LABEL_MAP_FILE), {str(k): int(v) for k, v in label_map.items()})
+  model = axm_net.AXMNet(config.model, num_classes=len(label_map), axis_name=AXIS)
+  optimizer = make_optimizer(config)
+  state = create_state(config, model, optimizer, tokenizer.vocabulary())
+  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
+  state = _resume(checkpoints, state, workdir, is_writer)
+  results = {}
+  try:
+    results['val'] = _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer,
+                                 checkpoints, is_writer)
+  finally:
+    checkpoints.close()
+  if evaluate_test:
+    results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
+  return results
+
+
+def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer, checkpoints,
+                is_writer) -> dict[str, float]:
+  """Runs steps from state.step to config.train.num_steps; returns the last val metrics."""
+  val_split = pipeline.load_split(config.data, 'val')
+  start_step = int(state.step)
+  p_train_step = jax.pmap(
+      functools.partial(train_step, model=model, optimizer=optimizer, loss_config=config.loss),
+      axis_name=AXIS, donate_argnums=(0,))
+  batches = pipeline.train_batches(
+      train_split, tokenizer, config.data, config.train.seed, start_step, jax.local_device_count(),
+      jax.process_index(), jax.process_count())
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb')) if is_writer else None
+  progress = Progress(start_step, config.train.num_steps)
+  replicated = flax.jax_utils.replicate(state)
+  val_metrics, pending = {}, None
+  for step in range(start_step + 1, config.train.num_steps + 1):
+    replicated, terms = p_train_step(replicated, next(batches))
+    _check_finite(pending, step - 1, checkpoints)
+    pending = terms
+    if step % config.train.log_every == 0 or step == config.train.num_steps:
+      scalars = _host_scalars(terms, config, step)
+      if is_writer:
+        progress.log(step, scalars)
+        _write_scalars(writer, step, scalars)
+    if step % config.train.eval_every == 0 or step == config.train.num_steps:
+      _check_finite(pending, step, checkpoints)
+      host_state = _unreplicate(replicated)
+      val_metrics = evaluate.evaluate_split(host_state.variables, model, val_split, tokenizer, config)
+      checkpoints.save_if_best(step, host_state.variables, val_metrics)
+      if is_writer:
+        record_metrics(workdir, step, 'val', val_metrics)
+        _write_scalars(writer, step, {f'val/{k}': v for k, v in val_metrics.items()})
+    if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
+      _check_finite(pending, step, checkpoints)
+      host_state = _unreplicate(replicated)
+      checkpoints.save(step, host_state.variables, host_state.opt_state)
+  return val_metrics
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects values the run cannot honour, naming the field."""
+  batch = config.data.identities_per_batch * config.data.images_per_identity
+  devices = jax.device_count()
+  if batch % devices:
+    raise ValueError(f'config.data.identities_per_batch * config.data.images_per_identity = {batch} '
+                     f'must be divisible by the global device count {devices}.')
+  if config.data.images_per_identity < 2:
+    raise ValueError('config.data.images_per_identity must be >= 2 (batch-hard triplets need positives), '
+                     f'got {config.data.images_per_identity}.')
+  if config.data.eval_batch_size % jax.local_device_count():
+    raise ValueError(f'config.data.eval_batch_size = {config.data.eval_batch_size} must be divisible by '
+                     f'the local device count {jax.local_device_count()}.')
+  for field, allowed in (('model.dtype', ('float32', 'bfloat16')), ('loss.affinity_form', ('bce', 'paper'))):
+    value = config[field.split('.')[0]][field.split('.')[1]]
+    if value not in allowed:
+      raise ValueError(f'config.{field} = {value!r}; expected one of {allowed}.')
+  for field in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
+    if config.train[field] < 1:
+      raise ValueError(f'config.train.{field} must be >= 1, got {config.train[field]}.')
+
+
+def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
+                      train_split: pipeline.SplitData) -> tokenizer_lib.Tokenizer:
+  """Loads the run's tokenizer, training it on the train captions the first time (deterministic)."""
+  path = os.path.join(workdir, TOKENIZER_FILE)
+  if not tf.io.gfile.exists(path):
+    local = os.path.join(tempfile.mkdtemp(), TOKENIZER_FILE)
+    tokenizer_lib.train_tokenizer(
+        (c for captions in train_split.captions for c in captions), config.data.vocab_size, local)
+    if jax.process_index() == 0:
+      tf.io.gfile.copy(local, path, overwrite=True)
+    return tokenizer_lib.Tokenizer(local)
+  return tokenizer_lib.Tokenizer(path)
+
+
+def record_metrics(workdir: str, step: int, split: str, metrics: dict[str, float]) -> None:
+  """Appends one evaluation to DIR/metrics.jsonl."""
+  with tf.io.gfile.GFile(os.path.join(workdir, METRICS_FILE), 'a') as f:
+    f.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+
+
+class Progress:
+  """Logs step, loss terms, learning rate, steps/s and ETA."""
+
+  def __init__(self, start_step: int, num_steps: int):
+    self._num_steps = num_steps
+    self._last_step, self._last_time = start_step, time.monotonic()
+
+  def log(self, step: int, scalars: dict[str, float]) -> None:
+    now = time.monotonic()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    eta = (self._num_steps - step) / max(rate, 1e-9)
+    terms = ' '.join(f'{k}={v:.4g}' for k, v in scalars.items())
+    logging.info('step %d/%d %s | %.2f steps/s | ETA %s', step, self._num_steps, terms, rate,
+                 time.strftime('%H:%M:%S', time.gmtime(eta)))
+
+
+def _resume(checkpoints: checkpointing.Checkpoints, state: TrainState, workdir: str,
+            is_writer: bool) -> TrainState:
+  """Restores the latest checkpoint, if any, and drops metrics logged after it."""
+  step = checkpoints.latest_step()
+  if step is None:
+    return state
+  variables, opt_state = checkpoints.restore(step, state.variables, state.opt_state)
+  logging.info('Resuming from the checkpoint of step %d in %s.', step, workdir)
+  if is_writer:
+    _truncate_metrics(os.path.join(workdir, METRICS_FILE), step)
+  return TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=opt_state)
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    kept = [line for line in f if line.strip() and json.loads(line)['step'] <= last_step]
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.writelines(kept)
+
+
+def _check_finite(terms: dict[str, jnp.ndarray] | None, step: int,
+                  checkpoints: checkpointing.Checkpoints) -> None:
+  if terms is None:
+    return
+  loss = float(terms['total'][0])
+  if not np.isfinite(loss):
+    raise NonFiniteLossError(
+        f'training loss is {loss} at step {step}; stopping. The last good checkpoint '
+        f'(step {checkpoints.latest_step()}) is kept; lower config.optim.learning_rate or set '
+        'config.optim.clip_norm and resume.')
+
+
+def _host_scalars(terms: dict[str, jnp.ndarray], config: ml_collections.ConfigDict,
+                  step: int) -> dict[str, float]:
+  scalars = {k: float(v[0]) for k, v in terms.items()}
+  scalars['lr'] = learning_rate(config, step)
+  return scalars
+
+
+def _write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
+  with writer.as_default(step=step):
+    for name, value in scalars.items():
+      tf.summary.scalar(name, value)
+  writer.flush()
+
+
+def _unreplicate(replicated: TrainState) -> TrainState:
+  return jax.device_get(flax.jax_utils.unreplicate(replicated))
+
+
+def _write_json(path: str, value: Any) -> None:
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(value, f, indent=2)

@@ -1,0 +1,125 @@
+"""The main job: resume after a kill, non-finite loss, config errors, multi-host, device-count-free eval."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from axm_jax import checkpointing
+from axm_jax import train
+from axm_jax.data import pipeline
+from conftest import REPO, SMOKE_CONFIG, read_jsonl, run_main
+
+sys.path.insert(0, str(REPO / 'configs'))
+import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _assert_same_variables(workdir_a, workdir_b, which='latest'):
+  step_a, variables_a = checkpointing.restore_variables(workdir_a, which)
+  step_b, variables_b = checkpointing.restore_variables(workdir_b, which)
+  assert step_a == step_b
+  leaves_a, tree_a = jax.tree.flatten(variables_a)
+  leaves_b, tree_b = jax.tree.flatten(variables_b)
+  assert tree_a == tree_b
+  for a, b in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_smoke_run_leaves_every_artefact(smoke_run):
+  records = read_jsonl(smoke_run / 'metrics.jsonl')
+  assert [(r['step'], r['split']) for r in records] == [(3, 'val'), (6, 'val'), (records[-1]['step'], 'test')]
+  for record in records:
+    assert {'t2i_r1', 't2i_r5', 't2i_r10', 't2i_map', 't2i_minp'} <= record.keys()
+    assert 0.0 <= record['t2i_r1'] <= record['t2i_r5'] <= record['t2i_r10'] <= 100.0
+  assert sorted(os.listdir(smoke_run / 'checkpoints')) == ['4', '6']  # keep_checkpoints = 2
+  assert len(os.listdir(smoke_run / 'checkpoints_best')) == 1
+  assert (smoke_run / 'tokenizer.model').exists() and (smoke_run / 'label_map.json').exists()
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(smoke_run / 'tb'))
+  assert any(name.endswith('.png') for name in os.listdir(smoke_run / 'eval'))
+  assert json.loads((smoke_run / 'config.json').read_text())['model']['width'] == 0.0625
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(smoke_run, tfds_dir, tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  command = [sys.executable, '-m', 'axm_jax.main', f'--config={SMOKE_CONFIG}', f'--workdir={tmp_path}',
+             f'--config.data.data_dir={tfds_dir}']
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 600
+  while not (tmp_path / 'checkpoints' / '2').exists() and time.monotonic() < deadline:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  run_main(tmp_path, tfds_dir)
+  _assert_same_variables(smoke_run, tmp_path)
+  assert read_jsonl(tmp_path / 'metrics.jsonl') == read_jsonl(smoke_run / 'metrics.jsonl')
+
+
+def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tfds_dir, tmp_path, monkeypatch):
+  config = synthetic.get_config('smoke')
+  config.data.data_dir = str(tfds_dir)
+  original = pipeline.train_batches
+
+  def poisoned(*args, **kwargs):
+    for step, batch in enumerate(original(*args, **kwargs), start=1):
+      if step == 5:
+        batch['image'][...] = np.nan
+      yield batch
+
+  monkeypatch.setattr(pipeline, 'train_batches', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match=r'training loss is nan at step 5; stopping\. '
+                                                      r'The last good checkpoint \(step 4\) is kept'):
+    train.train_and_evaluate(config, str(tmp_path))
+  step, variables = checkpointing.restore_variables(str(tmp_path), 'latest')
+  assert step == 4
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('data.identities_per_batch', 3, 'config.data.identities_per_batch * config.data.images_per_identity = 6 '
+                                     'must be divisible by the global device count 8.'),
+    ('data.images_per_identity', 1, 'config.data.images_per_identity must be >= 2'),
+    ('loss.affinity_form', 'literal', "config.loss.affinity_form = 'literal'; expected one of ('bce', 'paper')."),
+    ('model.dtype', 'float16', "config.model.dtype = 'float16'; expected one of ('float32', 'bfloat16')."),
+])
+def test_invalid_config_value_names_the_field(field, value, message):
+  config = synthetic.get_config('smoke')
+  section, name = field.split('.')
+  config[section][name] = value
+  with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)').replace('*', r'\*')):
+    train.validate_config(config)
+
+
+def test_unknown_config_key_and_bad_value_are_rejected_by_the_cli(tfds_dir, tmp_path):
+  unknown = run_main(tmp_path, tfds_dir, '--config.data.colour=red', check=False)
+  assert unknown.returncode != 0
+  assert "unknown config field 'colour' in --config.data.colour=red" in unknown.stderr
+  bad = run_main(tmp_path, tfds_dir, '--config.train.num_steps=many', check=False)
+  assert bad.returncode != 0
+  assert "flag --config.train.num_steps=many: invalid literal for int()" in bad.stderr
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_checkpoint_from_8_devices_evaluates_identically_on_1(smoke_run, tfds_dir):
+  for devices in (8, 1):
+    run_main(smoke_run, tfds_dir, '--mode=eval', '--config.eval.splits=("test",)', devices=devices)
+    results = sorted((smoke_run / 'eval').glob('test_*.json'))
+    assert results
+    if devices == 8:
+      on_8 = json.loads(results[-1].read_text())
+  on_1 = json.loads(results[-1].read_text())
+  assert on_1 == on_8
+  assert on_8['t2i_r1'] == read_jsonl(smoke_run / 'metrics.jsonl')[-1]['t2i_r1']
+
+
+def test_two_local_processes_train_like_one_process_with_8_devices(smoke_run, tfds_dir, tmp_path):
+  env = dict(os.environ, PYTHON=sys.executable, DEVICES_PER_PROCESS='4')
+  command = ['bash', 'launch/local_multiprocess.sh', '2', f'--config={SMOKE_CONFIG}', f'--workdir={tmp_path}',
+             f'--config.data.data_dir={tfds_dir}', '--mode=train']
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  _assert_same_variables(smoke_run, tmp_path)
