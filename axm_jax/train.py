@@ -17,18 +17,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tensorflow as tf
 
 from axm_jax import checkpointing
 from axm_jax import evaluate
-from axm_jax import losses
+from axm_jax import train_step as train_step_lib
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
-from axm_jax.models import pretrained
 
-AXIS = 'batch'
 METRICS_FILE = 'metrics.jsonl'
 TOKENIZER_FILE = 'tokenizer.model'
 LABEL_MAP_FILE = 'label_map.json'
@@ -36,69 +33,6 @@ LABEL_MAP_FILE = 'label_map.json'
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jnp.ndarray
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-  @property
-  def variables(self) -> dict[str, Any]:
-    return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW (decay on kernels only), linear warm-up then cosine decay to 0, optional clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.optim.learning_rate, warmup_steps=config.optim.warmup_steps,
-      decay_steps=config.train.num_steps, end_value=0.0)
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  adamw = optax.adamw(schedule, weight_decay=config.optim.weight_decay, mask=decay_mask)
-  if config.optim.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), adamw)
-  return adamw
-
-
-def learning_rate(config: ml_collections.ConfigDict, step: int) -> float:
-  return float(optax.warmup_cosine_decay_schedule(
-      0.0, config.optim.learning_rate, config.optim.warmup_steps, config.train.num_steps, 0.0)(step))
-
-
-def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
-                 optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
-  """Initialises parameters (optionally from pretrained files) and the optimizer state."""
-  height, width = config.data.image_size
-  variables = model.init(
-      jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
-      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool),
-      train=False)
-  variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
-
-
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.AXMNet,
-               optimizer: optax.GradientTransformation,
-               loss_config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One per-device step; batch losses see the global batch, gradients are averaged over devices."""
-
-  def loss_fn(params):
-    outputs, mutated = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], batch['text_ids'],
-        batch['text_mask'], train=True, mutable=['batch_stats'])
-    global_outputs, global_labels = losses.gather_global_batch(outputs, batch['label'], AXIS)
-    total, terms = losses.compute_losses(global_outputs, global_labels, loss_config)
-    return total, (terms, mutated['batch_stats'])
-
-  grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, AXIS)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  terms = dict(terms, grad_norm=optax.global_norm(grads))
-  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), terms
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -114,9 +48,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   labels, label_map = pipeline.class_labels(train_split.person_ids)
   if is_writer:
     _write_json(os.path.join(workdir, LABEL_MAP_FILE), {str(k): int(v) for k, v in label_map.items()})
-  model = axm_net.AXMNet(config.model, num_classes=len(label_map), axis_name=AXIS)
-  optimizer = make_optimizer(config)
-  state = create_state(config, model, optimizer, tokenizer.vocabulary())
+  model = axm_net.AXMNet(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
+  optimizer = train_step_lib.make_optimizer(config)
+  state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary())
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   state = _resume(checkpoints, state, workdir, is_writer)
   results = {}
@@ -136,8 +70,8 @@ def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer
   val_split = pipeline.load_split(config.data, 'val')
   start_step = int(state.step)
   p_train_step = jax.pmap(
-      functools.partial(train_step, model=model, optimizer=optimizer, loss_config=config.loss),
-      axis_name=AXIS, donate_argnums=(0,))
+      functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer, loss_config=config.loss),
+      axis_name=train_step_lib.AXIS, donate_argnums=(0,))
   batches = pipeline.train_batches(
       train_split, tokenizer, config.data, config.train.seed, start_step, jax.local_device_count(),
       jax.process_index(), jax.process_count())
@@ -228,8 +162,8 @@ class Progress:
                  time.strftime('%H:%M:%S', time.gmtime(eta)))
 
 
-def _resume(checkpoints: checkpointing.Checkpoints, state: TrainState, workdir: str,
-            is_writer: bool) -> TrainState:
+def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainState, workdir: str,
+            is_writer: bool) -> train_step_lib.TrainState:
   """Restores the latest checkpoint, if any, and drops metrics logged after it."""
   step = checkpoints.latest_step()
   if step is None:
@@ -238,7 +172,7 @@ def _resume(checkpoints: checkpointing.Checkpoints, state: TrainState, workdir: 
   logging.info('Resuming from the checkpoint of step %d in %s.', step, workdir)
   if is_writer:
     _truncate_metrics(os.path.join(workdir, METRICS_FILE), step)
-  return TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
+  return train_step_lib.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=opt_state)
 
 
@@ -266,7 +200,7 @@ def _check_finite(terms: dict[str, jnp.ndarray] | None, step: int,
 def _host_scalars(terms: dict[str, jnp.ndarray], config: ml_collections.ConfigDict,
                   step: int) -> dict[str, float]:
   scalars = {k: float(v[0]) for k, v in terms.items()}
-  scalars['lr'] = learning_rate(config, step)
+  scalars['lr'] = float(train_step_lib.make_schedule(config)(step))
   return scalars
 
 
@@ -277,7 +211,7 @@ def _write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
   writer.flush()
 
 
-def _unreplicate(replicated: TrainState) -> TrainState:
+def _unreplicate(replicated: train_step_lib.TrainState) -> train_step_lib.TrainState:
   return jax.device_get(flax.jax_utils.unreplicate(replicated))
 
 

@@ -1,0 +1,76 @@
+"""The optimizer, the training state and the per-device train step (no TensorFlow, no I/O)."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from axm_jax import losses
+from axm_jax.models import axm_net
+from axm_jax.models import pretrained
+
+AXIS = 'batch'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up from 0, then cosine decay to 0 at config.train.num_steps."""
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.optim.learning_rate, warmup_steps=config.optim.warmup_steps,
+      decay_steps=config.train.num_steps, end_value=0.0)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """AdamW with decoupled weight decay on kernels only (not biases, norms or scalars), optional clipping."""
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  adamw = optax.adamw(make_schedule(config), weight_decay=config.optim.weight_decay, mask=decay_mask)
+  if config.optim.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), adamw)
+  return adamw
+
+
+def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
+                 optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
+  """Initialises parameters (optionally from pretrained files) and the optimizer state."""
+  height, width = config.data.image_size
+  variables = model.init(
+      jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
+      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool),
+      train=False)
+  variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.AXMNet,
+               optimizer: optax.GradientTransformation,
+               loss_config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  """One per-device step; batch losses see the global batch, gradients are averaged over devices."""
+
+  def loss_fn(params):
+    outputs, mutated = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], batch['text_ids'],
+        batch['text_mask'], train=True, mutable=['batch_stats'])
+    global_outputs, global_labels = losses.gather_global_batch(outputs, batch['label'], AXIS)
+    total, terms = losses.compute_losses(global_outputs, global_labels, loss_config)
+    return total, (terms, mutated['batch_stats'])
+
+  grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  terms = dict(terms, grad_norm=optax.global_norm(grads))
+  return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), terms
