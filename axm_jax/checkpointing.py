@@ -15,6 +15,8 @@ import tensorflow as tf
 PERIODIC_DIR = 'checkpoints'
 BEST_DIR = 'checkpoints_best'
 CONFIG_FILE = 'config.json'
+TOKENIZER_FILE = 'tokenizer.model'
+LABEL_MAP_FILE = 'label_map.json'
 BEST_METRIC = 't2i_r1'
 
 PyTree = Any

@@ -37,8 +37,6 @@ from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
 
-LABEL_MAP_FILE = 'label_map.json'
-TOKENIZER_FILE = 'tokenizer.model'
 EVAL_DIR = 'eval'
 CMC_MAX_RANK = 20
 PICTURE_TOP_K = 10
@@ -194,11 +192,14 @@ def evaluate_split(variables: PyTree, model: axm_net.AXMNet, split: pipeline.Spl
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split_name: str,
-                        which: str | int) -> dict[str, float]:
-  """Restores checkpoint `which` of the run in `workdir`, evaluates one split and writes its reports."""
+                        which: str | int) -> tuple[int, dict[str, float]]:
+  """Restores checkpoint `which` of the run in `workdir`, evaluates one split, writes its reports.
+
+  Returns the checkpoint's step and the flat metrics.
+  """
   step, variables = checkpointing.restore_variables(workdir, which)
   model, tokenizer = _load_model_and_tokenizer(config, workdir)
-  return _evaluate_and_report(config, workdir, step, variables, model, tokenizer, split_name)
+  return step, _evaluate_and_report(config, workdir, step, variables, model, tokenizer, split_name)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, float]]:
@@ -226,10 +227,10 @@ def evaluation_config(run_config: ml_collections.ConfigDict,
 
 def _load_model_and_tokenizer(config: ml_collections.ConfigDict,
                               workdir: str) -> tuple[axm_net.AXMNet, tokenizer_lib.Tokenizer]:
-  with tf.io.gfile.GFile(os.path.join(workdir, LABEL_MAP_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(workdir, checkpointing.LABEL_MAP_FILE)) as f:
     num_classes = len(json.load(f))
   model = axm_net.AXMNet(config.model, num_classes=num_classes)
-  return model, tokenizer_lib.Tokenizer(os.path.join(workdir, TOKENIZER_FILE))
+  return model, tokenizer_lib.Tokenizer(os.path.join(workdir, checkpointing.TOKENIZER_FILE))
 
 
 def _evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, step: int, variables: PyTree,

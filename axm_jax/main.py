@@ -1,4 +1,5 @@
 """Command line: `python -m axm_jax.main --config=configs/NAME.py --workdir=DIR [--mode=...]`."""
+import logging as pylogging
 import os
 import sys
 
@@ -44,9 +45,25 @@ def parse_flags(argv: list[str]) -> list[str]:
              'every field must exist in the get_config() of --config.')
 
 
+class _LibraryInfoFilter(pylogging.Filter):
+  """Drops the INFO chatter of orbax and TFDS; their warnings and errors still show."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or not any(
+        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
+
+
+def enable_compilation_cache() -> None:
+  """Reuses compiled XLA programs across runs (resume, evaluation); JAX_COMPILATION_CACHE_DIR overrides."""
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser('~/.cache/axm_jax/xla'))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  enable_compilation_cache()
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the accelerators belong to JAX.
   initialize_distributed()
   if jax.process_index() != 0:

@@ -14,10 +14,12 @@ from typing import Any
 from absl import logging
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from axm_jax import checkpointing
 from axm_jax import evaluate
@@ -27,8 +29,6 @@ from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
 
 METRICS_FILE = 'metrics.jsonl'
-TOKENIZER_FILE = 'tokenizer.model'
-LABEL_MAP_FILE = 'label_map.json'
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,11 +43,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   is_writer = jax.process_index() == 0
   if is_writer:
     checkpointing.save_run_config(workdir, config)
+  _prepare_dataset_once(config)
   train_split = pipeline.load_split(config.data, 'train')
   tokenizer = prepare_tokenizer(config, workdir, train_split)
-  labels, label_map = pipeline.class_labels(train_split.person_ids)
+  _, label_map = pipeline.class_labels(train_split.person_ids)
   if is_writer:
-    _write_json(os.path.join(workdir, LABEL_MAP_FILE), {str(k): int(v) for k, v in label_map.items()})
+    _write_json(os.path.join(workdir, checkpointing.LABEL_MAP_FILE), {str(k): int(v) for k, v in label_map.items()})
   model = axm_net.AXMNet(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
   state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary())
@@ -60,7 +61,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finally:
     checkpoints.close()
   if evaluate_test:
-    results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
+    best_step, results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
+    if is_writer:
+      record_metrics(workdir, best_step, 'test', results['test'])
   return results
 
 
@@ -103,6 +106,14 @@ def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer
   return val_metrics
 
 
+def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
+  """Process 0 builds the dataset while the others wait, so that no two processes write it."""
+  if jax.process_index() == 0:
+    pipeline.prepare_dataset(config.data)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('dataset prepared')
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects values the run cannot honour, naming the field."""
   batch = config.data.identities_per_batch * config.data.images_per_identity
@@ -128,9 +139,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
                       train_split: pipeline.SplitData) -> tokenizer_lib.Tokenizer:
   """Loads the run's tokenizer, training it on the train captions the first time (deterministic)."""
-  path = os.path.join(workdir, TOKENIZER_FILE)
+  path = os.path.join(workdir, checkpointing.TOKENIZER_FILE)
   if not tf.io.gfile.exists(path):
-    local = os.path.join(tempfile.mkdtemp(), TOKENIZER_FILE)
+    local = os.path.join(tempfile.mkdtemp(), checkpointing.TOKENIZER_FILE)
     tokenizer_lib.train_tokenizer(
         (c for captions in train_split.captions for c in captions), config.data.vocab_size, local)
     if jax.process_index() == 0:
@@ -205,9 +216,11 @@ def _host_scalars(terms: dict[str, jnp.ndarray], config: ml_collections.ConfigDi
 
 
 def _write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
+  """Scalar summaries as raw Summary protos: TensorBoard reads them, and TF needs no tensorboard package."""
+  summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=value)
+                                       for name, value in scalars.items()])
   with writer.as_default(step=step):
-    for name, value in scalars.items():
-      tf.summary.scalar(name, value)
+    tf.summary.experimental.write_raw_pb(summary.SerializeToString())
   writer.flush()
 
 

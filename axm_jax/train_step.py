@@ -1,4 +1,5 @@
 """The optimizer, the training state and the per-device train step (no TensorFlow, no I/O)."""
+import functools
 from typing import Any
 
 import flax
@@ -46,10 +47,10 @@ def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
                  optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
   """Initialises parameters (optionally from pretrained files) and the optimizer state."""
   height, width = config.data.image_size
-  variables = model.init(
+  init = jax.jit(functools.partial(model.init, train=False))  # one compiled program, not thousands of ops
+  variables = init(
       jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
-      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool),
-      train=False)
+      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool))
   variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
@@ -64,12 +65,11 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.
     outputs, mutated = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], batch['text_ids'],
         batch['text_mask'], train=True, mutable=['batch_stats'])
-    global_outputs, global_labels = losses.gather_global_batch(outputs, batch['label'], AXIS)
-    total, terms = losses.compute_losses(global_outputs, global_labels, loss_config)
+    total, terms = losses.gathered_loss_fn(outputs, batch['label'], loss_config, AXIS)
     return total, (terms, mutated['batch_stats'])
 
   grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, AXIS)
+  grads = jax.lax.pmean(grads, AXIS)  # not psum: see the losses module docstring
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   terms = dict(terms, grad_norm=optax.global_norm(grads))

@@ -17,7 +17,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.data_dir = ''  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets)
   config.data.manual_dir = ''  # real datasets: the directory the user downloaded
   config.data.image_size = (128, 64)  # (height, width)
-  config.data.text_length = 32  # tokens per caption, padded / truncated
+  config.data.text_length = 48  # tokens per caption, padded / truncated (SynthPedes: mean 22, max 44)
   config.data.vocab_size = 512  # sentencepiece vocabulary (a ceiling for tiny corpora)
   config.data.identities_per_batch = 16  # P
   config.data.images_per_identity = 4  # K; global batch = P * K
@@ -51,6 +51,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss.affinity_form = 'bce'  # bce | paper
   config.loss.affinity_scale_init = 10.0
   config.loss.affinity_bias_init = -5.0
+  # Model fields that follow other sections: the embedding table is as large as the vocabulary ceiling, and the
+  # affinity loss's learned scale and bias are model parameters initialised from config.loss.
+  config.model.vocab_size = config.data.get_ref('vocab_size')
+  config.model.affinity_scale_init = config.loss.get_ref('affinity_scale_init')
+  config.model.affinity_bias_init = config.loss.get_ref('affinity_bias_init')
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3
@@ -71,6 +76,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.eval.reid = True  # cross-modal re-id protocols (needs camera ids)
   config.eval.num_picture_queries = 4
   config.eval.query_chunk = 1024
+  config.eval.checkpoint = 'best'  # --mode=eval: 'best' (else latest) | 'latest' | a step number
+  config.eval.splits = ('test',)  # --mode=eval: the splits to evaluate
   if variant == 'smoke':
     _shrink_to_smoke(config)
   return config

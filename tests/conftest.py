@@ -1,10 +1,13 @@
-"""Gives every test process 8 CPU devices before JAX initialises."""
+"""Gives every test process 8 CPU devices before JAX initialises, and shared fixtures."""
 import os
+import tempfile
 
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Compiled programs are shared by the test processes (the main job runs in several subprocesses).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'axm_jax_test_xla_cache'))
 
 import json
 import pathlib

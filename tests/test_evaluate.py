@@ -307,8 +307,8 @@ def test_cmc_png_and_retrievals_png():
 def test_evaluate_writes_json_table_and_pictures(tiny, tmp_path, capsys):
   config, model, variables, split, tokenizer, tokenizer_path = tiny
   checkpointing.save_run_config(str(tmp_path), config)
-  (tmp_path / evaluate.LABEL_MAP_FILE).write_text(json.dumps({str(k): k for k in range(NUM_CLASSES)}))
-  (tmp_path / evaluate.TOKENIZER_FILE).write_bytes(pathlib.Path(tokenizer_path).read_bytes())
+  (tmp_path / checkpointing.LABEL_MAP_FILE).write_text(json.dumps({str(k): k for k in range(NUM_CLASSES)}))
+  (tmp_path / checkpointing.TOKENIZER_FILE).write_bytes(pathlib.Path(tokenizer_path).read_bytes())
   checkpoints = checkpointing.Checkpoints(str(tmp_path), keep=1)
   checkpoints.save_if_best(7, variables, {checkpointing.BEST_METRIC: 1.0})
   checkpoints.close()
@@ -322,7 +322,7 @@ def test_evaluate_writes_json_table_and_pictures(tiny, tmp_path, capsys):
     assert written == {'split': split_name, 'step': 7, 'metrics': results[split_name]}
     for suffix in ('_cmc.png', '_retrievals.png'):
       assert Image.open(tmp_path / 'eval' / f'{split_name}_7{suffix}').format == 'PNG'
-  assert evaluate.evaluate_checkpoint(config, str(tmp_path), 'test', 'best') == results['test']
+  assert evaluate.evaluate_checkpoint(config, str(tmp_path), 'test', 'best') == (7, results['test'])
   assert evaluate.evaluate_split(variables, model, split, tokenizer, config) == results['test']  # restored = saved
   output = capsys.readouterr().out
   assert 'val split, checkpoint step 7' in output and 'test split, checkpoint step 7' in output

@@ -49,11 +49,17 @@ def dataset_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Dataset
   raise ValueError(f'Unknown config.data.name {name!r}; valid names: {", ".join(DATASET_NAMES)}')
 
 
-def load_split(data_config: ml_collections.ConfigDict, split: str) -> SplitData:
-  """Builds the dataset if needed (real data from config.data.manual_dir) and loads one split into memory."""
+def prepare_dataset(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Builds the dataset unless it is built (real data from config.data.manual_dir); returns its builder."""
   builder = dataset_builder(data_config)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None))
+  return builder
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> SplitData:
+  """Builds the dataset if needed and loads one split into memory."""
+  builder = prepare_dataset(data_config)
   if split not in builder.info.splits:
     raise ValueError(f'Split {split!r} is not in {data_config.name}; splits: {", ".join(builder.info.splits)}')
   dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()})
