@@ -1,0 +1,159 @@
+"""Losses against NumPy references written from their definitions (SPEC §2)."""
+import math
+
+import ml_collections
+import numpy as np
+import pytest
+
+from axm_jax import losses
+from configs.synthetic import get_config
+
+
+def numpy_log_sigmoid(z):
+  return -np.logaddexp(0.0, -z)
+
+
+def numpy_cosine(a, b):
+  a = a / np.linalg.norm(a, axis=1, keepdims=True)
+  b = b / np.linalg.norm(b, axis=1, keepdims=True)
+  return a @ b.T
+
+
+def numpy_id_loss(logits, labels, smoothing):
+  total = 0.0
+  for row, label in zip(logits, labels):
+    log_probs = row - np.log(np.exp(row - row.max()).sum()) - row.max()
+    target = np.full(len(row), smoothing / len(row))
+    target[label] += 1 - smoothing
+    total -= (target * log_probs).sum()
+  return total / len(labels)
+
+
+def numpy_batch_hard(anchors, candidates, labels, margin):
+  """Loop over anchors: hardest positive (largest distance), hardest negative (smallest distance)."""
+  distance = 1 - numpy_cosine(anchors, candidates)
+  per_anchor = []
+  for i, label in enumerate(labels):
+    positives = [distance[i, j] for j in range(len(labels)) if labels[j] == label]
+    negatives = [distance[i, j] for j in range(len(labels)) if labels[j] != label]
+    if positives and negatives:
+      per_anchor.append(max(0.0, margin + max(positives) - min(negatives)))
+  return sum(per_anchor) / max(len(per_anchor), 1)
+
+
+def numpy_affinity(image, text, labels, scale, bias, form):
+  similarity = numpy_cosine(image, text)
+  total = 0.0
+  for i in range(len(labels)):
+    for j in range(len(labels)):
+      if form == 'bce':
+        z = scale * similarity[i, j] + bias
+        total -= numpy_log_sigmoid(z) if labels[i] == labels[j] else numpy_log_sigmoid(-z)
+      else:
+        s = similarity[i, j]
+        total -= numpy_log_sigmoid(s) if labels[i] == labels[j] else numpy_log_sigmoid(1 - s)
+  return total / len(labels) ** 2
+
+
+@pytest.fixture
+def batch():
+  rng = np.random.default_rng(0)
+  labels = np.array([0, 0, 1, 1, 2, 2, 3, 5])  # identity 3 and 5 have a single image: anchors without positives
+  size, dim, classes = len(labels), 6, 7
+  return labels, {
+      'global_visual': rng.normal(size=(size, dim)).astype(np.float32),
+      'part_visual': rng.normal(size=(size, dim)).astype(np.float32),
+      'text': rng.normal(size=(size, dim)).astype(np.float32),
+      'global_visual_logits': rng.normal(size=(size, classes)).astype(np.float32) * 3,
+      'part_visual_logits': rng.normal(size=(size, classes)).astype(np.float32) * 3,
+      'text_logits': rng.normal(size=(size, classes)).astype(np.float32) * 3,
+      'affinity_scale': np.float32(7.0),
+      'affinity_bias': np.float32(-2.5),
+  }
+
+
+def test_id_loss_with_label_smoothing(batch):
+  labels, outputs = batch
+  for smoothing in (0.0, 0.1):
+    np.testing.assert_allclose(losses.id_loss(outputs['text_logits'], labels, smoothing),
+                               numpy_id_loss(outputs['text_logits'], labels, smoothing), rtol=1e-5)
+
+
+def test_batch_hard_triplet_both_directions(batch):
+  labels, outputs = batch
+  image, text = outputs['global_visual'], outputs['text']
+  image_anchors = numpy_batch_hard(image, text, labels, 0.3)
+  text_anchors = numpy_batch_hard(text, image, labels, 0.3)
+  assert abs(image_anchors - text_anchors) > 1e-3  # the two directions mine different triplets
+  np.testing.assert_allclose(losses.batch_hard_triplet(image, text, labels, labels, 0.3), image_anchors, rtol=1e-5)
+  np.testing.assert_allclose(losses.batch_hard_triplet(text, image, labels, labels, 0.3), text_anchors, rtol=1e-5)
+  np.testing.assert_allclose(losses.cross_modal_triplet(image, text, labels, 0.3),
+                             (image_anchors + text_anchors) / 2, rtol=1e-5)
+
+
+def test_batch_hard_triplet_picks_the_hardest_pairs():
+  # Anchor 0 (label 0): positives at angles 0 and 90 degrees, negatives at 60 and 180 degrees.
+  angle = np.radians([0, 90, 60, 180])
+  candidates = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+  anchors = np.array([[1.0, 0.0]])
+  loss = losses.batch_hard_triplet(anchors, candidates, np.array([0]), np.array([0, 0, 1, 1]), 0.3)
+  np.testing.assert_allclose(loss, 0.3 + (1 - math.cos(math.pi / 2)) - (1 - math.cos(math.pi / 3)), rtol=1e-6)
+
+
+def test_batch_hard_triplet_without_valid_anchors_is_zero():
+  features = np.eye(3, dtype=np.float32)
+  assert float(losses.batch_hard_triplet(features, features, np.zeros(3), np.zeros(3), 0.3)) == 0.0
+
+
+@pytest.mark.parametrize('form', ['bce', 'paper'])
+def test_affinity_forms(batch, form):
+  labels, outputs = batch
+  image, text = outputs['part_visual'], outputs['text']
+  expected = numpy_affinity(image, text, labels, 7.0, -2.5, form)
+  np.testing.assert_allclose(losses.affinity_loss(image, text, labels, np.float32(7.0), np.float32(-2.5), form),
+                             expected, rtol=1e-5)
+
+
+def loss_config(**overrides) -> ml_collections.ConfigDict:
+  config = get_config().loss
+  config.update(overrides)
+  return config
+
+
+@pytest.mark.parametrize('form', ['bce', 'paper'])
+def test_compute_losses_combines_means_of_terms_with_weights(batch, form):
+  labels, outputs = batch
+  config = loss_config(affinity_form=form, id_weight=0.5, triplet_weight=2.0, affinity_weight=3.0)
+  total, terms = losses.compute_losses(outputs, labels, config)
+  expected_id = np.mean([numpy_id_loss(outputs[key], labels, 0.1)
+                         for key in ('global_visual_logits', 'part_visual_logits', 'text_logits')])
+  expected_triplet = np.mean([(numpy_batch_hard(outputs[key], outputs['text'], labels, 0.3) +
+                               numpy_batch_hard(outputs['text'], outputs[key], labels, 0.3)) / 2
+                              for key in ('global_visual', 'part_visual')])
+  expected_affinity = np.mean([numpy_affinity(outputs[key], outputs['text'], labels, 7.0, -2.5, form)
+                               for key in ('global_visual', 'part_visual')])
+  assert sorted(terms) == ['affinity', 'id', 'total', 'triplet']
+  np.testing.assert_allclose(terms['id'], expected_id, rtol=1e-5)
+  np.testing.assert_allclose(terms['triplet'], expected_triplet, rtol=1e-5)
+  np.testing.assert_allclose(terms['affinity'], expected_affinity, rtol=1e-5)
+  expected_total = 0.5 * expected_id + 2.0 * expected_triplet + 3.0 * expected_affinity
+  np.testing.assert_allclose(total, expected_total, rtol=1e-5)
+  np.testing.assert_allclose(terms['total'], expected_total, rtol=1e-5)
+
+
+def test_compute_losses_without_part_visual(batch):
+  labels, outputs = batch
+  outputs = {key: value for key, value in outputs.items() if not key.startswith('part_visual')}
+  _, terms = losses.compute_losses(outputs, labels, loss_config())
+  np.testing.assert_allclose(
+      terms['id'], np.mean([numpy_id_loss(outputs[key], labels, 0.1) for key in ('global_visual_logits',
+                                                                                 'text_logits')]), rtol=1e-5)
+  np.testing.assert_allclose(terms['affinity'],
+                             numpy_affinity(outputs['global_visual'], outputs['text'], labels, 7.0, -2.5, 'bce'),
+                             rtol=1e-5)
+
+
+def test_unknown_affinity_form_is_rejected(batch):
+  labels, outputs = batch
+  with pytest.raises(ValueError, match=r"config.loss.affinity_form must be one of \('bce', 'paper'\), got 'sum'"):
+    losses.compute_losses(outputs, labels, loss_config(affinity_form='sum'))
