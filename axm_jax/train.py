@@ -80,7 +80,7 @@ def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer
       jax.process_index(), jax.process_count())
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb')) if is_writer else None
   progress = Progress(start_step, config.train.num_steps)
-  replicated = flax.jax_utils.replicate(state)
+  replicated = train_step_lib.replicate(state)
   val_metrics, pending = {}, None
   for step in range(start_step + 1, config.train.num_steps + 1):
     replicated, terms = p_train_step(replicated, next(batches))

@@ -6,6 +6,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from axm_jax import losses
@@ -41,6 +42,17 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if config.optim.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.optim.clip_norm), adamw)
   return adamw
+
+
+def replicate(tree: Any) -> Any:
+  """Copies `tree` to every local device with the sharding that the pmapped step returns.
+
+  flax.jax_utils.replicate places arrays on another mesh, which makes the step compile a second time when its own
+  outputs come back as inputs.
+  """
+  devices = jax.local_device_count()
+  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (devices,) + np.shape(x)), tree)
+  return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
 
 
 def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,

@@ -10,7 +10,6 @@ import importlib.util
 import pathlib
 import time
 
-import flax
 import jax
 import numpy as np
 
@@ -53,7 +52,7 @@ def measure(config, num_classes: int, steps: int) -> tuple[float, float]:
   """Returns (compile seconds, pairs per second)."""
   model = axm_net.AXMNet(config.model, num_classes=num_classes, axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
-  state = flax.jax_utils.replicate(train_step_lib.create_state(config, model, optimizer, []))
+  state = train_step_lib.replicate(train_step_lib.create_state(config, model, optimizer, []))
   step = jax.pmap(functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer,
                                     loss_config=config.loss),
                   axis_name=train_step_lib.AXIS, donate_argnums=(0,))
