@@ -7,7 +7,10 @@ All functions are pure and see the GLOBAL batch. How the terms are combined:
              anchors against images) of the batch-hard triplet loss on cosine distance, each a mean over the
              anchors that have at least one positive and one negative.
   affinity = mean over the visual embeddings of the affinity loss, each a mean over all B x B image-text pairs.
-  total    = id_weight * id + triplet_weight * triplet + affinity_weight * affinity.
+  total    = id_weight * id + w_t * triplet + affinity_weight * affinity, where w_t ramps linearly from 0 to
+             triplet_weight over the first triplet_warmup_steps steps (from random initialisation the batch-hard
+             triplet is cheapest to lower by collapsing every embedding onto one point, loss = margin; the ramp
+             lets the ID and affinity terms spread the embeddings first).
 Means (not sums) keep every term on the same scale whether part attention is on or off.
 
 Under pmap the batch-level terms need the global batch. The train step must use `gathered_loss_fn` and then
@@ -93,9 +96,19 @@ def affinity_loss(image: jax.Array, text: jax.Array, labels: jax.Array, scale: j
   raise ValueError(f'config.loss.affinity_form must be one of {AFFINITY_FORMS}, got {form!r}')
 
 
-def compute_losses(outputs: dict[str, jax.Array], labels: jax.Array,
-                   loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """All objectives on one (global) batch of model outputs; returns (total, {'id', 'triplet', 'affinity', 'total'})."""
+def triplet_weight(loss_config: ml_collections.ConfigDict, step: jax.Array | None) -> jax.Array | float:
+  """The triplet weight after `step` steps: a linear ramp over triplet_warmup_steps; full when step is None."""
+  if step is None or loss_config.triplet_warmup_steps <= 0:
+    return loss_config.triplet_weight
+  return loss_config.triplet_weight * jnp.clip(step / loss_config.triplet_warmup_steps, 0.0, 1.0)
+
+
+def compute_losses(outputs: dict[str, jax.Array], labels: jax.Array, loss_config: ml_collections.ConfigDict,
+                   step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """All objectives on one (global) batch of model outputs after `step` training steps (None: no warm-up).
+
+  Returns (total, {'id', 'triplet', 'affinity', 'total'}).
+  """
   if loss_config.affinity_form not in AFFINITY_FORMS:
     raise ValueError(f'config.loss.affinity_form must be one of {AFFINITY_FORMS}, got {loss_config.affinity_form!r}')
   visual_keys = [key for key in ('global_visual', 'part_visual') if key in outputs]
@@ -107,7 +120,7 @@ def compute_losses(outputs: dict[str, jax.Array], labels: jax.Array,
   affinity = jnp.mean(jnp.stack([
       affinity_loss(outputs[key], text, labels, outputs['affinity_scale'], outputs['affinity_bias'],
                     loss_config.affinity_form) for key in visual_keys]))
-  total = (loss_config.id_weight * identity + loss_config.triplet_weight * triplet +
+  total = (loss_config.id_weight * identity + triplet_weight(loss_config, step) * triplet +
            loss_config.affinity_weight * affinity)
   return total, {'id': identity, 'triplet': triplet, 'affinity': affinity, 'total': total}
 
@@ -122,7 +135,7 @@ def gather_outputs(outputs: dict[str, jax.Array], labels: jax.Array,
 
 
 def gathered_loss_fn(outputs: dict[str, jax.Array], labels: jax.Array, loss_config: ml_collections.ConfigDict,
-                     axis_name: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+                     axis_name: str, step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """compute_losses on the global batch from inside pmap; pmean (not psum) the gradients (module docstring)."""
   gathered, all_labels = gather_outputs(outputs, labels, axis_name)
-  return compute_losses(gathered, all_labels, loss_config)
+  return compute_losses(gathered, all_labels, loss_config, step)

@@ -46,9 +46,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 class _LibraryInfoFilter(pylogging.Filter):
-  """Drops the INFO chatter of orbax and TFDS; their warnings and errors still show."""
+  """Drops the INFO chatter of orbax and TFDS, and orbax's notes on the read-only managers that evaluation opens."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
+    if '/orbax/' in record.pathname and 'read only' in record.getMessage().replace('_', ' '):
+      return False
     return record.levelno >= pylogging.WARNING or not any(
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
 

@@ -116,14 +116,14 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects values the run cannot honour, naming the field."""
+  if config.data.images_per_identity < 2:
+    raise ValueError('config.data.images_per_identity must be >= 2 (batch-hard triplets need positives), '
+                     f'got {config.data.images_per_identity}.')
   batch = config.data.identities_per_batch * config.data.images_per_identity
   devices = jax.device_count()
   if batch % devices:
     raise ValueError(f'config.data.identities_per_batch * config.data.images_per_identity = {batch} '
                      f'must be divisible by the global device count {devices}.')
-  if config.data.images_per_identity < 2:
-    raise ValueError('config.data.images_per_identity must be >= 2 (batch-hard triplets need positives), '
-                     f'got {config.data.images_per_identity}.')
   if config.data.eval_batch_size % jax.local_device_count():
     raise ValueError(f'config.data.eval_batch_size = {config.data.eval_batch_size} must be divisible by '
                      f'the local device count {jax.local_device_count()}.')

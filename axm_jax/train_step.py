@@ -77,7 +77,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.
     outputs, mutated = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'], batch['text_ids'],
         batch['text_mask'], train=True, mutable=['batch_stats'])
-    total, terms = losses.gathered_loss_fn(outputs, batch['label'], loss_config, AXIS)
+    total, terms = losses.gathered_loss_fn(outputs, batch['label'], loss_config, AXIS, state.step)
     return total, (terms, mutated['batch_stats'])
 
   grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)

@@ -53,6 +53,7 @@ def paper_scale_config(name: str, train_images: int, variant: str = '') -> ml_co
   steps = lambda epochs: math.ceil(epochs * train_images / batch_size)
   config.optim.learning_rate = 3.5e-4
   config.optim.warmup_steps = steps(WARMUP_EPOCHS)
+  config.loss.triplet_warmup_steps = config.optim.warmup_steps
   config.train.num_steps = steps(EPOCHS)
   config.train.log_every = 100
   config.train.checkpoint_every = steps(EVAL_EVERY_EPOCHS)

@@ -16,13 +16,13 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.builder_config = 'default'  # SynthPedes size: 'default' or 'tiny'
   config.data.data_dir = ''  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets)
   config.data.manual_dir = ''  # real datasets: the directory the user downloaded
-  config.data.image_size = (128, 64)  # (height, width)
+  config.data.image_size = (64, 32)  # (height, width); SynthPedes renders 256x128
   config.data.text_length = 48  # tokens per caption, padded / truncated (SynthPedes: mean 22, max 44)
   config.data.vocab_size = 512  # sentencepiece vocabulary (a ceiling for tiny corpora)
   config.data.identities_per_batch = 16  # P
   config.data.images_per_identity = 4  # K; global batch = P * K
   config.data.flip = True
-  config.data.crop_padding = 6  # pad then random crop back to image_size
+  config.data.crop_padding = 3  # pad then random crop back to image_size
   config.data.erasing_probability = 0.5
   config.data.eval_batch_size = 128  # global, padded at the end
 
@@ -45,6 +45,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.id_weight = 1.0
   config.loss.triplet_weight = 1.0
+  config.loss.triplet_warmup_steps = 300  # the triplet weight ramps from 0 (see axm_jax/losses.py)
   config.loss.affinity_weight = 1.0
   config.loss.margin = 0.3
   config.loss.label_smoothing = 0.1
@@ -58,8 +59,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.affinity_bias_init = config.loss.get_ref('affinity_bias_init')
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 1e-3
-  config.optim.warmup_steps = 100
+  config.optim.learning_rate = 3e-3
+  config.optim.warmup_steps = 20
   config.optim.weight_decay = 5e-4
   config.optim.clip_norm = 0.0  # 0 = no clipping
 
@@ -97,6 +98,7 @@ def _shrink_to_smoke(config: ml_collections.ConfigDict) -> None:
   config.model.embed_dim = 32
   config.model.word_dim = 16
   config.optim.warmup_steps = 2
+  config.loss.triplet_warmup_steps = 0
   config.train.num_steps = 6
   config.train.log_every = 2
   config.train.checkpoint_every = 2

@@ -114,6 +114,19 @@ def test_axm_block_single_modality_equals_joint(block_case):
   np.testing.assert_allclose(text_only, joint_text, rtol=1e-6, atol=1e-6)
 
 
+def test_every_block_starts_as_its_shortcut():
+  rng = np.random.default_rng(2)
+  image = rng.normal(size=(2, 6, 4, 8)).astype(np.float32)
+  mask = np.arange(7)[None] < np.array([7, 3])[:, None]
+  text = rng.normal(size=(2, 7, 8)).astype(np.float32) * mask[..., None]
+  block = blocks.AXMBlock(features=8, streams=2, share_gate=True, gate_reduction=2)
+  variables = block.init(jax.random.key(0), image, text, mask, False)
+  assert np.all(np.asarray(variables['params']['visual']['expand']['bn']['scale']) == 0)
+  image_out, text_out = block.apply(variables, image, text, mask, True, mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(image_out, np.maximum(image, 0), atol=1e-6)
+  np.testing.assert_allclose(text_out, np.maximum(text, 0), atol=1e-6)
+
+
 def test_unshared_gates_are_one_per_modality():
   block = blocks.AXMBlock(features=8, streams=1, share_gate=False, gate_reduction=2)
   shapes = jax.eval_shape(lambda: block.init(jax.random.key(0), jnp.zeros((1, 4, 4, 8)), jnp.zeros((1, 5, 8)),

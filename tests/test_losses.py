@@ -141,6 +141,16 @@ def test_compute_losses_combines_means_of_terms_with_weights(batch, form):
   np.testing.assert_allclose(terms['total'], expected_total, rtol=1e-5)
 
 
+@pytest.mark.parametrize('step, ramp', [(0, 0.0), (50, 0.25), (200, 1.0), (5000, 1.0), (None, 1.0)])
+def test_triplet_weight_ramps_linearly_over_its_warmup(batch, step, ramp):
+  labels, outputs = batch
+  config = loss_config(id_weight=0.5, triplet_weight=2.0, affinity_weight=3.0, triplet_warmup_steps=200)
+  total, terms = losses.compute_losses(outputs, labels, config, step)
+  expected = 0.5 * terms['id'] + 2.0 * ramp * terms['triplet'] + 3.0 * terms['affinity']
+  np.testing.assert_allclose(total, expected, rtol=1e-6)
+  assert terms['triplet'] > 0.01  # the unweighted term is still reported
+
+
 def test_compute_losses_without_part_visual(batch):
   labels, outputs = batch
   outputs = {key: value for key, value in outputs.items() if not key.startswith('part_visual')}

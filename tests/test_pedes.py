@@ -178,7 +178,9 @@ def test_paper_scale_configs(name, train_images):
   assert config.train.num_steps == -(-60 * train_images // 64)
   assert config.optim.warmup_steps == -(-5 * train_images // 64)
   assert config.model.dtype == 'float32'
-  assert config.loss.to_dict() == _load_config('synthetic').loss.to_dict()
+  assert config.loss.triplet_warmup_steps == config.optim.warmup_steps  # the triplet ramps with the learning rate
+  synthetic_loss = dict(_load_config('synthetic').loss.to_dict(), triplet_warmup_steps=config.optim.warmup_steps)
+  assert config.loss.to_dict() == synthetic_loss
 
 
 def test_tpu_variant():

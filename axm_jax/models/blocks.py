@@ -38,18 +38,20 @@ class BatchNorm(nn.Module):
   The mean and variance come from sums and counts psum'd across devices, so they equal the statistics of the
   global batch even when devices hold different numbers of valid (unmasked) positions. Statistics and the
   normalisation run in float32; the result is cast to `dtype`. Variable names follow flax.linen.BatchNorm
-  (params scale/bias, batch_stats mean/var).
+  (params scale/bias, batch_stats mean/var). `zero_scale` starts the scale at 0 (the last BN of a residual branch).
   """
   axis_name: str | None = None
   momentum: float = 0.9
   epsilon: float = 1e-5
   use_bias: bool = True
+  zero_scale: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
     features = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+    scale_init = nn.initializers.zeros if self.zero_scale else nn.initializers.ones
+    scale = self.param('scale', scale_init, (features,), jnp.float32)
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
     values = x.astype(jnp.float32)
@@ -84,6 +86,7 @@ class ConvUnit(nn.Module):
   kernel: int
   strides: int = 1
   relu: bool = True
+  zero_scale: bool = False
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
@@ -93,7 +96,7 @@ class ConvUnit(nn.Module):
     x = nn.Conv(self.features, (self.kernel,) * spatial, strides=(self.strides,) * spatial,
                 padding=((self.kernel // 2, self.kernel // 2),) * spatial, use_bias=False,
                 dtype=self.dtype, name='conv')(x)
-    x = BatchNorm(self.axis_name, dtype=self.dtype, name='bn')(x, train, mask)
+    x = BatchNorm(self.axis_name, zero_scale=self.zero_scale, dtype=self.dtype, name='bn')(x, train, mask)
     if self.relu:
       x = nn.relu(x)
     return apply_mask(x, mask)
@@ -152,6 +155,10 @@ class ContextGate(nn.Module):
 class ModalityPath(nn.Module):
   """One modality's half of an AXM-block: reduce, R gated streams, expand, residual.
 
+  The expand BatchNorm's scale starts at zero, so every block starts as its shortcut ("zero-gamma", Goyal et al.
+  2017): trained from scratch, the deep text branch otherwise barely learns (SynthPedes text ID loss after 600
+  steps: 5.1 with unit scales, 2.2 with zero).
+
   `gate` is a ContextGate owned by the enclosing AXMBlock; passing the same instance to both modalities' paths
   is what shares it.
   """
@@ -172,7 +179,7 @@ class ModalityPath(nn.Module):
         y = LiteConv(middle, self.axis_name, self.dtype, name=f'stream{stream}_lite{depth}')(y, mask, train)
       scale = self.gate(global_average_pool(y, mask))
       combined = combined + y * jnp.expand_dims(scale, tuple(range(1, y.ndim - 1)))
-    out = ConvUnit(self.features, 1, relu=False, axis_name=self.axis_name, dtype=self.dtype,
+    out = ConvUnit(self.features, 1, relu=False, zero_scale=True, axis_name=self.axis_name, dtype=self.dtype,
                    name='expand')(combined, mask, train)
     if x.shape[-1] != self.features:
       x = ConvUnit(self.features, 1, relu=False, axis_name=self.axis_name, dtype=self.dtype,
