@@ -1,4 +1,4 @@
-"""The main job: resume after a kill, non-finite loss, config errors, multi-host, device-count-free eval."""
+"""The main job: resume after a kill, non-finite loss, config errors, multi-host, device-count-free eval, real data."""
 import json
 import os
 import signal
@@ -15,6 +15,7 @@ from axm_jax import checkpointing
 from axm_jax import train
 from axm_jax.data import pipeline
 from conftest import REPO, SMOKE_CONFIG, read_jsonl, run_main
+import fake_pedes
 
 sys.path.insert(0, str(REPO / 'configs'))
 import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -140,3 +141,19 @@ def test_two_local_processes_train_like_one_process_with_8_devices(smoke_run, tf
   # Cross-process all-reduces sum in another order; Adam's first, normalised updates turn that rounding on
   # near-zero gradients into differences of up to a few learning rates, hence a tolerance, not equality.
   _assert_same_variables(smoke_run, tmp_path, atol=1e-2)
+
+
+def test_main_job_trains_and_evaluates_on_a_fake_cuhk_pedes_directory(tmp_path):
+  # 24 training identities, as in SynthPedes 'tiny': the smoke run's compiled programs are reused.
+  fake = fake_pedes.make_cuhk_pedes(str(tmp_path / 'CUHK-PEDES'), train_ids=24, val_ids=4, test_ids=4,
+                                    images_per_id=3, image_size=(64, 32))
+  workdir = tmp_path / 'run'
+  run_main(workdir, tmp_path / 'tfds', '--config.data.name=cuhk_pedes', f'--config.data.manual_dir={fake.root}')
+  records = read_jsonl(workdir / 'metrics.jsonl')
+  assert [(r['step'], r['split']) for r in records] == [(3, 'val'), (6, 'val'), (records[-1]['step'], 'test')]
+  captions = {split: sum(len(image.captions) for image in fake.images if image.split == split)
+              for split in ('val', 'test')}
+  assert [r['t2i_queries'] for r in records] == [captions['val'], captions['val'], captions['test']]
+  assert records[-1]['i2t_queries'] == fake.counts()['test']
+  assert json.loads((workdir / 'label_map.json').read_text()).keys() == {
+      str(image.person_id) for image in fake.images if image.split == 'train'}
