@@ -68,6 +68,10 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the accelerators belong to JAX.
   initialize_distributed()
+  if jax.process_count() > 1 and jax.devices()[0].platform == 'cpu':
+    # Only process 0 writes the persistent cache, so with a warm cache it loads programs that the others compile,
+    # and CPU collectives (gloo) fail when processes arrive more than 30 s apart.
+    jax.config.update('jax_enable_compilation_cache', False)
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
   logging.info('process %d/%d, %d local / %d global devices (%s)', jax.process_index(),

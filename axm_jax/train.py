@@ -14,7 +14,6 @@ from typing import Any
 from absl import logging
 import flax
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -29,6 +28,7 @@ from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
 
 METRICS_FILE = 'metrics.jsonl'
+BARRIER_TIMEOUT_S = 3600  # a dataset build may take this long
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -110,8 +110,18 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
   """Process 0 builds the dataset while the others wait, so that no two processes write it."""
   if jax.process_index() == 0:
     pipeline.prepare_dataset(config.data)
+  barrier('dataset prepared')
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here, at the coordination service rather than with a device collective.
+
+  A collective whose processes arrive more than 30 s apart fails on CPU (gloo's connection deadline), e.g. while
+  process 0 builds a dataset.
+  """
   if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('dataset prepared')
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top  (jax has no public barrier)
+    distributed.global_state.client.wait_at_barrier(name, BARRIER_TIMEOUT_S * 1000)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
