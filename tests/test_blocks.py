@@ -81,12 +81,18 @@ def randomize(variables, seed):
   return flax.traverse_util.unflatten_dict(flat)
 
 
+def block_inputs(channels: int, seed: int):
+  """An image map [2, 6, 4, C], a text map [2, 7, C] zero on padding, and its mask (lengths 7 and 4)."""
+  rng = np.random.default_rng(seed)
+  image = rng.normal(size=(2, 6, 4, channels)).astype(np.float32)
+  mask = np.arange(7)[None] < np.array([7, 4])[:, None]
+  text = rng.normal(size=(2, 7, channels)).astype(np.float32) * mask[..., None]
+  return image, text, mask
+
+
 @pytest.fixture(scope='module')
 def block_case():
-  rng = np.random.default_rng(0)
-  image = rng.normal(size=(2, 6, 4, 4)).astype(np.float32)
-  mask = np.arange(7)[None] < np.array([7, 4])[:, None]
-  text = rng.normal(size=(2, 7, 4)).astype(np.float32) * mask[..., None]
+  image, text, mask = block_inputs(channels=4, seed=0)
   block = blocks.AXMBlock(features=8, streams=2, share_gate=True, gate_reduction=2)
   variables = jax.jit(block.init, static_argnums=4)(jax.random.key(0), image, text, mask, False)
   return block, randomize(variables, 1), image, text, mask
@@ -115,10 +121,7 @@ def test_axm_block_single_modality_equals_joint(block_case):
 
 
 def test_every_block_starts_as_its_shortcut():
-  rng = np.random.default_rng(2)
-  image = rng.normal(size=(2, 6, 4, 8)).astype(np.float32)
-  mask = np.arange(7)[None] < np.array([7, 3])[:, None]
-  text = rng.normal(size=(2, 7, 8)).astype(np.float32) * mask[..., None]
+  image, text, mask = block_inputs(channels=8, seed=2)  # as many channels as the block: identity shortcut
   block = blocks.AXMBlock(features=8, streams=2, share_gate=True, gate_reduction=2)
   variables = block.init(jax.random.key(0), image, text, mask, False)
   assert np.all(np.asarray(variables['params']['visual']['expand']['bn']['scale']) == 0)
