@@ -87,7 +87,6 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 def _shrink_to_smoke(config: ml_collections.ConfigDict) -> None:
   """Tiny data and model: compiles and runs in seconds on a CPU."""
   config.data.builder_config = 'tiny'
-  config.data.image_size = (64, 32)
   config.data.text_length = 16
   config.data.vocab_size = 128
   config.data.identities_per_batch = 4
