@@ -198,7 +198,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split_n
   Returns the checkpoint's step and the flat metrics.
   """
   step, variables = checkpointing.restore_variables(workdir, which)
-  model, tokenizer = _load_model_and_tokenizer(config, workdir)
+  model, tokenizer = load_model_and_tokenizer(config, workdir)
   return step, _evaluate_and_report(config, workdir, step, variables, model, tokenizer, split_name)
 
 
@@ -210,7 +210,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[
   """
   run_config = evaluation_config(checkpointing.load_run_config(workdir), config)
   step, variables = checkpointing.restore_variables(workdir, config.eval.checkpoint)
-  model, tokenizer = _load_model_and_tokenizer(run_config, workdir)
+  model, tokenizer = load_model_and_tokenizer(run_config, workdir)
   return {split_name: _evaluate_and_report(run_config, workdir, step, variables, model, tokenizer, split_name)
           for split_name in config.eval.splits}
 
@@ -225,8 +225,9 @@ def evaluation_config(run_config: ml_collections.ConfigDict,
   return merged
 
 
-def _load_model_and_tokenizer(config: ml_collections.ConfigDict,
-                              workdir: str) -> tuple[axm_net.AXMNet, tokenizer_lib.Tokenizer]:
+def load_model_and_tokenizer(config: ml_collections.ConfigDict,
+                             workdir: str) -> tuple[axm_net.AXMNet, tokenizer_lib.Tokenizer]:
+  """The run's model (class count from its label map) and its tokenizer."""
   with tf.io.gfile.GFile(os.path.join(workdir, checkpointing.LABEL_MAP_FILE)) as f:
     num_classes = len(json.load(f))
   model = axm_net.AXMNet(config.model, num_classes=num_classes)

@@ -19,8 +19,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.image_size = (64, 32)  # (height, width); SynthPedes renders 256x128
   config.data.text_length = 48  # tokens per caption, padded / truncated (SynthPedes: mean 22, max 44)
   config.data.vocab_size = 512  # sentencepiece vocabulary (a ceiling for tiny corpora)
-  config.data.identities_per_batch = 16  # P
-  config.data.images_per_identity = 4  # K; global batch = P * K
+  config.data.identities_per_batch = 32  # P
+  config.data.images_per_identity = 2  # K; global batch = P * K
   config.data.flip = True
   config.data.crop_padding = 3  # pad then random crop back to image_size
   config.data.erasing_probability = 0.5
@@ -65,11 +65,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optim.clip_norm = 0.0  # 0 = no clipping
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 1500
+  config.train.num_steps = 1800
   config.train.seed = 0
   config.train.log_every = 50
-  config.train.checkpoint_every = 500
-  config.train.eval_every = 500
+  config.train.checkpoint_every = 600
+  config.train.eval_every = 600
   config.train.keep_checkpoints = 2
 
   config.eval = ml_collections.ConfigDict()
