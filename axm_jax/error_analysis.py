@@ -64,11 +64,11 @@ def analyse(workdir: str, split_name: str, checkpoint: str, data_dir: str) -> Fa
                      f'config.data.name = {config.data.name!r}')
   if data_dir:
     config.data.data_dir = data_dir
-  _, variables = checkpointing.restore_variables(workdir, int(checkpoint) if checkpoint.isdigit() else checkpoint)
+  _, variables = checkpointing.restore_variables(workdir, checkpoint)
   model, tokenizer = evaluate.load_model_and_tokenizer(config, workdir)
   split = pipeline.load_split(config.data, split_name)
   images, texts = evaluate.compute_embeddings(variables, model, split, tokenizer, config)
-  builder_config = next(c for c in synthetic.SynthPedes.BUILDER_CONFIGS if c.name == config.data.builder_config)
+  builder_config = pipeline.dataset_builder(config.data).builder_config
   records = {record.image_key: record
              for record in synthetic.generate_records(builder_config.size, builder_config.seed, split_name)}
   query_facts = [facts for key in split.image_keys for facts in records[key].mentions]
