@@ -26,11 +26,6 @@ class FailureCounts:
   mentioned: collections.Counter  # attribute -> queries stating it
 
 
-def contradicted_facts(facts: Mapping[str, str], labels: Mapping[str, str]) -> list[str]:
-  """The keys of `facts` whose value differs from the person's label."""
-  return [key for key, value in facts.items() if labels[key] != value]
-
-
 def count_failures(similarity: np.ndarray, query_facts: Sequence[Mapping[str, str]], query_ids: np.ndarray,
                    gallery_ids: np.ndarray, labels_by_id: Mapping[int, Mapping[str, str]]) -> FailureCounts:
   """Top-1 failures of similarity [queries, gallery] and the facts they contradict."""
@@ -42,7 +37,8 @@ def count_failures(similarity: np.ndarray, query_facts: Sequence[Mapping[str, st
     if top_id == query_id:
       continue
     failures += 1
-    wrong = contradicted_facts(facts, labels_by_id[int(top_id)])
+    labels = labels_by_id[int(top_id)]
+    wrong = [key for key, value in facts.items() if labels[key] != value]
     consistent += not wrong
     contradicted.update(wrong)
   return FailureCounts(len(query_facts), failures, consistent, contradicted, mentioned)
