@@ -36,6 +36,7 @@ from axm_jax import plots
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
+from axm_jax.models import factory
 
 EVAL_DIR = 'eval'
 CMC_MAX_RANK = 20
@@ -89,11 +90,11 @@ def make_encoders(model: axm_net.AXMNet) -> tuple[Encoder, Encoder]:
   if key not in _ENCODERS:
 
     def encode_image(variables, image):
-      outputs = model.apply(variables, image, method=axm_net.AXMNet.encode_image)
+      outputs = model.apply(variables, image, method='encode_image')
       return outputs['image_embedding'].astype(jnp.float32)
 
     def encode_text(variables, text_ids, text_mask):
-      outputs = model.apply(variables, text_ids, text_mask, method=axm_net.AXMNet.encode_text)
+      outputs = model.apply(variables, text_ids, text_mask, method='encode_text')
       return outputs['text_embedding'].astype(jnp.float32)
 
     _ENCODERS[key] = (jax.pmap(encode_image, axis_name=model.axis_name),
@@ -230,7 +231,7 @@ def load_model_and_tokenizer(config: ml_collections.ConfigDict,
   """The run's model (class count from its label map) and its tokenizer."""
   with tf.io.gfile.GFile(os.path.join(workdir, checkpointing.LABEL_MAP_FILE)) as f:
     num_classes = len(json.load(f))
-  model = axm_net.AXMNet(config.model, num_classes=num_classes)
+  model = factory.build_model(config.model, num_classes=num_classes)
   return model, tokenizer_lib.Tokenizer(os.path.join(workdir, checkpointing.TOKENIZER_FILE))
 
 

@@ -1,4 +1,4 @@
-"""AXM-Net objectives (SPEC §2): shared-classifier ID loss, cross-modal batch-hard triplet, affinity.
+"""AXM-Net objectives (SPEC §2): shared-classifier ID loss, cross-modal batch-hard triplet, affinity; SDM and ITC.
 
 All functions are pure and see the GLOBAL batch. How the terms are combined:
   id       = mean over the embeddings (V_G, V_P, T; V_P absent without part attention) of the label-smoothed
@@ -7,11 +7,27 @@ All functions are pure and see the GLOBAL batch. How the terms are combined:
              anchors against images) of the batch-hard triplet loss on cosine distance, each a mean over the
              anchors that have at least one positive and one negative.
   affinity = mean over the visual embeddings of the affinity loss, each a mean over all B x B image-text pairs.
-  total    = id_weight * id + w_t * triplet + affinity_weight * affinity, where w_t ramps linearly from 0 to
-             triplet_weight over the first triplet_warmup_steps steps (from random initialisation the batch-hard
-             triplet is cheapest to lower by collapsing every embedding onto one point, loss = margin; the ramp
-             lets the ID and affinity terms spread the embeddings first).
-Means (not sums) keep every term on the same scale whether part attention is on or off.
+  sdm      = mean over the visual embeddings of the SDM loss (below), each over all B x B image-text pairs.
+  itc      = mean over the visual embeddings of the identity-aware InfoNCE loss (below).
+  total    = id_weight * id + w_t * triplet + affinity_weight * affinity + sdm_weight * sdm + itc_weight * itc,
+             where w_t ramps linearly from 0 to triplet_weight over the first triplet_warmup_steps steps (from
+             random initialisation the batch-hard triplet is cheapest to lower by collapsing every embedding onto
+             one point, loss = margin; the ramp lets the ID and affinity terms spread the embeddings first).
+Means (not sums) keep every term on the same scale whether part attention is on or off. sdm and itc (SPEC §2.1,
+options beyond the paper) are computed and reported only when their weight is non-zero.
+
+SDM and ITC, on a batch of B image-text pairs (v_i, t_i) with identities y:
+  S_ij   = s * cos(v_i, t_j), s = 1 / tau: 1 / config.loss.contrastive_temperature, or, with
+           config.loss.learn_temperature, the model's learned `contrastive_scale` (SPEC §2.1 S_ij = tau^-1 cos).
+  q_ij   = [y_i == y_j] / sum_k [y_i == y_k], the identity-normalised label distribution (symmetric in i, j for
+           the 1-to-1 pairs of a batch, so it is the target of both directions).
+  p^{i2t}_ij = softmax_j(S_ij), p^{t2i}_ij = softmax_i(S_ij) (over the images for text j).
+  SDM (IRRA, Jiang & Ye, CVPR 2023, and its compute_sdm):
+           L_SDM = mean_i sum_j p^{i2t}_ij (log p^{i2t}_ij - log(q_ij + 1e-8))
+                 + mean_j sum_i p^{t2i}_ij (log p^{t2i}_ij - log(q_ij + 1e-8)),
+           i.e. KL(p || q) in both directions, summed as IRRA does.
+  ITC (identity-aware InfoNCE; CLIP's loss when every identity has one pair in the batch):
+           L_ITC = (mean_i -sum_j q_ij log p^{i2t}_ij + mean_j -sum_i q_ij log p^{t2i}_ij) / 2.
 
 Under pmap the batch-level terms need the global batch. The train step must use `gathered_loss_fn` and then
 average, not sum, the gradients over devices:
@@ -27,10 +43,10 @@ average, not sum, the gradients over devices:
 Why pmean: every device computes the same global loss f, and the transpose of the tiled all_gather is a
 psum_scatter, so device d's gradient is sum over devices of df/d(its own examples) = N * (its share of df/dparams)
 (the cross-replica BatchNorm psum transposes the same way, and parameters that reach f without a gather, such
-as the affinity scale, get df/dparams on every device, which pmean leaves unchanged). The mean over the N devices
-is therefore exactly df/dparams of the one-device computation on the global batch; a psum would be N times too
-large. `terms` and the new batch_stats are already identical on every device. tests/test_multi_device.py checks
-all of this against one device.
+as the affinity scale and the learned contrastive scale, get df/dparams on every device, which pmean leaves
+unchanged). The mean over the N devices is therefore exactly df/dparams of the one-device computation on the
+global batch; a psum would be N times too large. `terms` and the new batch_stats are already identical on every
+device. tests/test_multi_device.py checks all of this against one device.
 """
 import jax
 import jax.numpy as jnp
@@ -41,6 +57,9 @@ AFFINITY_FORMS = ('bce', 'paper')
 # Model outputs with a batch axis that the losses read; these are what gathered_loss_fn all-gathers.
 BATCHED_LOSS_INPUTS = ('global_visual', 'part_visual', 'text', 'global_visual_logits', 'part_visual_logits',
                        'text_logits')
+# Learned scalars of the losses (model parameters, the same on every device): passed through ungathered.
+LOSS_SCALARS = ('affinity_scale', 'affinity_bias', 'contrastive_scale')
+SDM_EPSILON = 1e-8  # IRRA's epsilon inside log(q + epsilon)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -96,6 +115,38 @@ def affinity_loss(image: jax.Array, text: jax.Array, labels: jax.Array, scale: j
   raise ValueError(f'config.loss.affinity_form must be one of {AFFINITY_FORMS}, got {form!r}')
 
 
+def identity_distribution(labels: jax.Array) -> jax.Array:
+  """q_ij = [y_i == y_j] / sum_k [y_i == y_k]: row i is the label distribution of pair i over the batch."""
+  matches = (labels[:, None] == labels[None, :]).astype(jnp.float32)
+  return matches / matches.sum(axis=1, keepdims=True)
+
+
+def sdm_loss(image: jax.Array, text: jax.Array, labels: jax.Array, scale: jax.Array | float) -> jax.Array:
+  """Similarity distribution matching: KL(softmax(S) || q) image-to-text plus text-to-image (module docstring)."""
+  logits = scale * cosine_similarity(image.astype(jnp.float32), text.astype(jnp.float32))
+  log_q = jnp.log(identity_distribution(labels) + SDM_EPSILON)
+  image_to_text = jax.nn.log_softmax(logits, axis=1)
+  text_to_image = jax.nn.log_softmax(logits, axis=0)
+  kl = lambda log_p, axis: (jnp.exp(log_p) * (log_p - log_q)).sum(axis=axis).mean()
+  return kl(image_to_text, 1) + kl(text_to_image, 0)
+
+
+def itc_loss(image: jax.Array, text: jax.Array, labels: jax.Array, scale: jax.Array | float) -> jax.Array:
+  """Identity-aware InfoNCE: cross-entropy of softmax(S) against q, mean of both directions (module docstring)."""
+  logits = scale * cosine_similarity(image.astype(jnp.float32), text.astype(jnp.float32))
+  q = identity_distribution(labels)
+  image_to_text = -(q * jax.nn.log_softmax(logits, axis=1)).sum(axis=1).mean()
+  text_to_image = -(q * jax.nn.log_softmax(logits, axis=0)).sum(axis=0).mean()
+  return 0.5 * (image_to_text + text_to_image)
+
+
+def contrastive_scale(outputs: dict[str, jax.Array], loss_config: ml_collections.ConfigDict) -> jax.Array | float:
+  """s = 1 / tau of SDM and ITC: the model's learned scale, or 1 / config.loss.contrastive_temperature."""
+  if loss_config.learn_temperature:
+    return outputs['contrastive_scale']
+  return 1.0 / loss_config.contrastive_temperature
+
+
 def triplet_weight(loss_config: ml_collections.ConfigDict, step: jax.Array | None) -> jax.Array | float:
   """The triplet weight after `step` steps: a linear ramp over triplet_warmup_steps; full when step is None."""
   if step is None or loss_config.triplet_warmup_steps <= 0:
@@ -107,7 +158,7 @@ def compute_losses(outputs: dict[str, jax.Array], labels: jax.Array, loss_config
                    step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """All objectives on one (global) batch of model outputs after `step` training steps (None: no warm-up).
 
-  Returns (total, {'id', 'triplet', 'affinity', 'total'}).
+  Returns (total, {'id', 'triplet', 'affinity', 'total'} plus 'sdm' / 'itc' when their weight is non-zero).
   """
   if loss_config.affinity_form not in AFFINITY_FORMS:
     raise ValueError(f'config.loss.affinity_form must be one of {AFFINITY_FORMS}, got {loss_config.affinity_form!r}')
@@ -122,15 +173,21 @@ def compute_losses(outputs: dict[str, jax.Array], labels: jax.Array, loss_config
                     loss_config.affinity_form) for key in visual_keys]))
   total = (loss_config.id_weight * identity + triplet_weight(loss_config, step) * triplet +
            loss_config.affinity_weight * affinity)
-  return total, {'id': identity, 'triplet': triplet, 'affinity': affinity, 'total': total}
+  terms = {'id': identity, 'triplet': triplet, 'affinity': affinity}
+  scale = contrastive_scale(outputs, loss_config)
+  for name, loss, weight in (('sdm', sdm_loss, loss_config.sdm_weight), ('itc', itc_loss, loss_config.itc_weight)):
+    if weight:
+      terms[name] = jnp.mean(jnp.stack([loss(outputs[key], text, labels, scale) for key in visual_keys]))
+      total = total + weight * terms[name]
+  return total, dict(terms, total=total)
 
 
 def gather_outputs(outputs: dict[str, jax.Array], labels: jax.Array,
                    axis_name: str) -> tuple[dict[str, jax.Array], jax.Array]:
-  """All-gathers (tiled, device order) the batched loss inputs and the labels; keeps the affinity scalars."""
+  """All-gathers (tiled, device order) the batched loss inputs and the labels; keeps the learned loss scalars."""
   gathered = {key: jax.lax.all_gather(outputs[key], axis_name, tiled=True)
               for key in BATCHED_LOSS_INPUTS if key in outputs}
-  gathered.update(affinity_scale=outputs['affinity_scale'], affinity_bias=outputs['affinity_bias'])
+  gathered.update({key: outputs[key] for key in LOSS_SCALARS if key in outputs})
   return gathered, jax.lax.all_gather(labels, axis_name, tiled=True)
 
 

@@ -3,6 +3,7 @@ import functools
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,7 +11,6 @@ import numpy as np
 import optax
 
 from axm_jax import losses
-from axm_jax.models import axm_net
 from axm_jax.models import pretrained
 
 AXIS = 'batch'
@@ -55,7 +55,7 @@ def replicate(tree: Any) -> Any:
   return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
 
 
-def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
+def create_state(config: ml_collections.ConfigDict, model: nn.Module,
                  optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
   """Initialises parameters (optionally from pretrained files) and the optimizer state."""
   height, width = config.data.image_size
@@ -65,10 +65,10 @@ def create_state(config: ml_collections.ConfigDict, model: axm_net.AXMNet,
       jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool))
   variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
+                    batch_stats=variables['batch_stats'], opt_state=jax.jit(optimizer.init)(variables['params']))
 
 
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: axm_net.AXMNet,
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: nn.Module,
                optimizer: optax.GradientTransformation,
                loss_config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One per-device step; batch losses see the global batch, gradients are averaged over devices."""

@@ -27,6 +27,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.eval_batch_size = 128  # global, padded at the end
 
   config.model = ml_collections.ConfigDict()
+  config.model.architecture = 'axm_net'  # axm_net | dual_encoder (the plain reference, axm_jax/models/dual_encoder.py)
   config.model.width = 0.25  # channel multiplier; 1.0 = paper scale (64-256-384-512)
   config.model.streams = 4  # R, receptive fields 3/5/7/9
   config.model.stripes = 4  # K horizontal parts; must divide the final map height
@@ -41,6 +42,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   config.model.pretrained_visual = ''  # .npz from `python -m axm_jax.models.pretrained osnet`
   config.model.pretrained_words = ''  # word2vec text file
+  config.model.dual_encoder_channels = (32, 64, 128, 256)  # dual_encoder: one stride-2 conv-BN-ReLU per entry
+  config.model.dual_encoder_text_channels = 256  # dual_encoder: width of the residual 1-D conv text encoder
 
   config.loss = ml_collections.ConfigDict()
   config.loss.id_weight = 1.0
@@ -52,11 +55,19 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss.affinity_form = 'bce'  # bce | paper
   config.loss.affinity_scale_init = 10.0
   config.loss.affinity_bias_init = -5.0
+  # SPEC §2.1, beyond the paper: similarity distribution matching and identity-aware InfoNCE (0 = off).
+  config.loss.sdm_weight = 0.0
+  config.loss.itc_weight = 0.0
+  config.loss.contrastive_temperature = 0.02  # tau of SDM and ITC (IRRA's); the initial value when learned
+  config.loss.learn_temperature = False
   # Model fields that follow other sections: the embedding table is as large as the vocabulary ceiling, and the
-  # affinity loss's learned scale and bias are model parameters initialised from config.loss.
+  # learned scalars of the losses (affinity scale and bias, contrastive temperature) are model parameters
+  # initialised from config.loss.
   config.model.vocab_size = config.data.get_ref('vocab_size')
   config.model.affinity_scale_init = config.loss.get_ref('affinity_scale_init')
   config.model.affinity_bias_init = config.loss.get_ref('affinity_bias_init')
+  config.model.contrastive_temperature = config.loss.get_ref('contrastive_temperature')
+  config.model.learn_temperature = config.loss.get_ref('learn_temperature')
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 3e-3
@@ -66,6 +77,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 1800
+  config.train.time_budget_minutes = 0.0  # > 0: as many steps as fit in this budget (axm_jax/time_budget.py)
   config.train.seed = 0
   config.train.log_every = 50
   config.train.checkpoint_every = 600

@@ -2,6 +2,12 @@
 
   fake = fake_pedes.make_cuhk_pedes(directory)   # 8 people x 2 images, every quirk below
   fake = fake_pedes.make_cuhk_pedes(directory, train_ids=16, val_ids=4, test_ids=4, images_per_id=4)
+  fake = fake_pedes.make_cuhk_pedes(directory, 300, 50, 100, 4, image_size=(128, 64), people=True)
+
+With people=True every person has clothes of their own that the images show and the captions describe (another
+renderer and caption style than SynthPedes): a CUHK-PEDES-layout set to train and compare models on, e.g.
+`python -c "import sys; sys.path.insert(0, 'tests'); import fake_pedes; fake_pedes.make_cuhk_pedes('DIR', 300, 50,
+100, 4, image_size=(128, 64), people=True)"`. Its images are all RGB; the other quirks stay.
 
 Quirks: images in every CUHK-PEDES sub-folder (VIPeR cam_a/cam_b BMP, CUHK01 PNG, CUHK03, Market, train_query /
 test_query JPEG) in RGB, grayscale, RGBA and palette modes; every fourth image with three captions; captions with
@@ -23,6 +29,16 @@ _GARMENTS = ('coat', 'shirt', 'dress', 'jacket', 'sweater')
 _NON_ASCII = ('with a café-coloured bag', 'carrying a “naïve” tote', 'holding a 红色 umbrella — smiling')
 _PNG_MODES = ('RGB', 'L', 'RGBA', 'P')
 _JPEG_MODES = ('RGB', 'L')
+# people=True: what a person wears (RGB of each colour name) and how each caption template words it.
+_RGB = {'red': (200, 30, 30), 'blue': (30, 60, 200), 'green': (40, 150, 50), 'black': (20, 20, 20),
+        'white': (235, 235, 235), 'grey': (128, 128, 128), 'yellow': (230, 210, 40), 'brown': (120, 75, 30)}
+_LOWER = ('trousers', 'shorts', 'skirt', 'jeans')
+_TEMPLATES = (
+    'This person has on a {upper_colour} {upper} and {lower_colour} {lower}{bag}.',
+    'Wearing {lower_colour} {lower} and a {upper_colour} {upper}, the pedestrian walks by{bag}.',
+    'A pedestrian dressed in a {upper_colour} {upper}{bag}.',
+    'The man or woman here wears {lower_colour} {lower} below a {upper} that is {upper_colour}.',
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,16 +116,67 @@ def _write_image(path: str, mode: str, number: int, image_size: tuple[int, int])
   image.save(path)
 
 
+def _clothes(person_id: int) -> dict[str, str | bool]:
+  """people=True: the clothes of one person, a function of the id alone."""
+  rng = random.Random(person_id)
+  return {'upper_colour': rng.choice(list(_RGB)), 'upper': rng.choice(_GARMENTS),
+          'lower_colour': rng.choice(list(_RGB)), 'lower': rng.choice(_LOWER), 'bag': rng.random() < 0.5}
+
+
+def _person_caption(person_id: int, image_number: int, caption_number: int) -> str:
+  """people=True: one of the templates, filled with the person's clothes."""
+  clothes = _clothes(person_id)
+  template = _TEMPLATES[(image_number + caption_number * 3) % len(_TEMPLATES)]
+  bag = ' and carries a bag' if clothes['bag'] and template.startswith('This') else (
+      ' with a bag' if clothes['bag'] else '')
+  return template.format(**dict(clothes, bag=bag))
+
+
+def _write_person_image(path: str, person_id: int, number: int, image_size: tuple[int, int]) -> None:
+  """people=True: the person's clothes on a noisy background, with per-image shift, size and lighting."""
+  height, width = image_size
+  clothes, rng = _clothes(person_id), np.random.default_rng(number)
+  pixels = rng.uniform(60, 200, size=3) + rng.normal(0, 25, size=(height, width, 3))
+  centre = width / 2 + rng.uniform(-0.12, 0.12) * width
+  half = width * rng.uniform(0.2, 0.28)
+  rows, columns = np.mgrid[0:height, 0:width] / np.array([height, 1.0])[:, None, None]
+  body = np.abs(columns - centre) < half
+  upper, lower = np.array(_RGB[clothes['upper_colour']]), np.array(_RGB[clothes['lower_colour']])
+  skin = np.array((225, 180, 150))
+  pixels[(rows < 0.17) & (np.abs(columns - centre) < half * 0.5)] = skin
+  upper_end = {'coat': 0.68, 'dress': 0.8}.get(clothes['upper'], 0.52)
+  lower_end = {'shorts': 0.7, 'skirt': 0.75}.get(clothes['lower'], 1.0)
+  legs = body & (rows >= upper_end) & (np.abs(columns - centre) > half * 0.12)
+  pixels[legs] = skin
+  pixels[legs & (rows < lower_end)] = lower * (0.8 if clothes['lower'] == 'jeans' else 1.0)
+  pixels[body & (rows >= 0.17) & (rows < upper_end)] = upper
+  if clothes['upper'] == 'jacket':  # a dark zip down the middle
+    pixels[(rows >= 0.17) & (rows < upper_end) & (np.abs(columns - centre) < max(width / 40, 0.5))] = 30
+  if clothes['upper'] == 'sweater':  # darker horizontal ribs
+    pixels[body & (rows >= 0.17) & (rows < upper_end) & ((rows * 40).astype(int) % 3 == 0)] = upper * 0.6
+  if clothes['bag']:
+    pixels[(rows > 0.4) & (rows < 0.6) & (np.abs(columns - (centre + half * 1.15)) < half * 0.3)] = (90, 60, 30)
+  pixels = np.clip(pixels * rng.uniform(0.8, 1.2) + rng.normal(0, 8, size=pixels.shape), 0, 255)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
 def _write(root: str, json_name: str, path_field: str, entries: list[dict], caption_count: Callable[[int], int],
-           image_size: tuple[int, int]) -> FakeDataset:
+           image_size: tuple[int, int], people: bool = False) -> FakeDataset:
   """Writes images and the annotation file for entries (image_key, person_id, json_split, split, camera_id)."""
   images, records = [], []
   modes = {'.png': iter(_PNG_MODES * len(entries)), '.jpg': iter(_JPEG_MODES * len(entries))}
+  caption = _person_caption if people else _caption
   for number, entry in enumerate(entries):
     extension = os.path.splitext(entry['image_key'])[1]
-    mode = next(modes[extension]) if extension in modes else 'RGB'
-    _write_image(os.path.join(root, 'imgs', entry['image_key']), mode, number, image_size)
-    captions = tuple(_caption(entry['person_id'], number, k) for k in range(caption_count(number)))
+    path = os.path.join(root, 'imgs', entry['image_key'])
+    if people:
+      mode = 'RGB'
+      _write_person_image(path, entry['person_id'], number, image_size)
+    else:
+      mode = next(modes[extension]) if extension in modes else 'RGB'
+      _write_image(path, mode, number, image_size)
+    captions = tuple(caption(entry['person_id'], number, k) for k in range(caption_count(number)))
     raw_captions = tuple(_raw(caption, number, k) for k, caption in enumerate(captions))
     images.append(FakeImage(raw_captions=raw_captions, captions=captions, mode=mode, **entry))
     records.append({'split': entry['json_split'], 'captions': list(raw_captions), path_field: entry['image_key'],
@@ -148,15 +215,18 @@ def _cuhk_entry(source: int, person_id: int, image: int, split: str) -> tuple[st
 
 
 def make_cuhk_pedes(root: str, train_ids: int = 4, val_ids: int = 2, test_ids: int = 2, images_per_id: int = 2,
-                    image_size: tuple[int, int] = (16, 8)) -> FakeDataset:
-  """CUHK-PEDES layout: imgs/<source folder>/..., reid_raw.json; ids from 1; people cycle over the 5 sources."""
+                    image_size: tuple[int, int] = (16, 8), people: bool = False) -> FakeDataset:
+  """CUHK-PEDES layout: imgs/<source folder>/..., reid_raw.json; ids from 1; people cycle over the 5 sources.
+
+  people=True: images and captions show each person's own clothes (module docstring).
+  """
   entries = []
   for person_id, split in _split_of_person({'train': train_ids, 'val': val_ids, 'test': test_ids}, first_id=1):
     for image in range(images_per_id):
       path, camera = _cuhk_entry((person_id - 1) % 5, person_id, image, split)
       entries.append(dict(image_key=path, person_id=person_id, json_split=split, split=split, camera_id=camera))
   return _write(root, 'reid_raw.json', 'file_path', entries, lambda number: 3 if number % 4 == 3 else 2,
-                image_size)
+                image_size, people)
 
 
 def make_icfg_pedes(root: str, train_ids: int = 102, test_ids: int = 2, images_per_id: int = 1,

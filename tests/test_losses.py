@@ -1,11 +1,14 @@
-"""Losses against NumPy references written from their definitions (SPEC §2)."""
+"""Losses against NumPy references written from their definitions (SPEC §2, §2.1)."""
 import math
+import re
 
 import ml_collections
 import numpy as np
 import pytest
 
 from axm_jax import losses
+from axm_jax import train
+from configs import cuhk_pedes
 from configs.synthetic import get_config
 
 
@@ -55,6 +58,42 @@ def numpy_affinity(image, text, labels, scale, bias, form):
   return total / len(labels) ** 2
 
 
+def numpy_softmax(row):
+  exponentials = np.exp(row - row.max())
+  return exponentials / exponentials.sum()
+
+
+def numpy_label_distribution(labels, i):
+  """q_i: uniform over the pairs of identity labels[i]."""
+  same = np.array([float(label == labels[i]) for label in labels])
+  return same / same.sum()
+
+
+def numpy_mean_kl(similarity, labels):
+  """Mean over the rows i of KL(softmax(row i) || q_i), with log(q + 1e-8)."""
+  total = 0.0
+  for i, row in enumerate(similarity):
+    p, q = numpy_softmax(row), numpy_label_distribution(labels, i)
+    total += np.sum(p * (np.log(p) - np.log(q + 1e-8)))
+  return total / len(labels)
+
+
+def numpy_sdm(image, text, labels, scale):
+  """Image i against all texts plus text j against all images."""
+  similarity = scale * numpy_cosine(image, text)
+  return numpy_mean_kl(similarity, labels) + numpy_mean_kl(similarity.T, labels)
+
+
+def numpy_itc(image, text, labels, scale):
+  """Mean over the two directions of the mean over anchors of the cross-entropy of softmax(scale * cos) against q."""
+  similarity = scale * numpy_cosine(image, text)
+  total = 0.0
+  for rows in (similarity, similarity.T):
+    for i, row in enumerate(rows):
+      total -= np.sum(numpy_label_distribution(labels, i) * np.log(numpy_softmax(row))) / len(labels)
+  return total / 2
+
+
 @pytest.fixture
 def batch():
   rng = np.random.default_rng(0)
@@ -69,6 +108,7 @@ def batch():
       'text_logits': rng.normal(size=(size, classes)).astype(np.float32) * 3,
       'affinity_scale': np.float32(7.0),
       'affinity_bias': np.float32(-2.5),
+      'contrastive_scale': np.float32(12.0),
   }
 
 
@@ -132,7 +172,7 @@ def test_compute_losses_combines_means_of_terms_with_weights(batch, form):
                               for key in ('global_visual', 'part_visual')])
   expected_affinity = np.mean([numpy_affinity(outputs[key], outputs['text'], labels, 7.0, -2.5, form)
                                for key in ('global_visual', 'part_visual')])
-  assert sorted(terms) == ['affinity', 'id', 'total', 'triplet']
+  assert sorted(terms) == ['affinity', 'id', 'total', 'triplet']  # sdm and itc are off by default
   np.testing.assert_allclose(terms['id'], expected_id, rtol=1e-5)
   np.testing.assert_allclose(terms['triplet'], expected_triplet, rtol=1e-5)
   np.testing.assert_allclose(terms['affinity'], expected_affinity, rtol=1e-5)
@@ -167,3 +207,72 @@ def test_unknown_affinity_form_is_rejected(batch):
   labels, outputs = batch
   with pytest.raises(ValueError, match=r"config.loss.affinity_form must be one of \('bce', 'paper'\), got 'sum'"):
     losses.compute_losses(outputs, labels, loss_config(affinity_form='sum'))
+
+
+@pytest.mark.parametrize('scale', [1.0, 50.0])
+def test_sdm_against_numpy(batch, scale):
+  labels, outputs = batch
+  image, text = outputs['global_visual'], outputs['text']
+  similarity = scale * numpy_cosine(image, text)
+  image_to_text, text_to_image = numpy_mean_kl(similarity, labels), numpy_mean_kl(similarity.T, labels)
+  assert abs(image_to_text - text_to_image) > 1e-3  # one direction twice would not pass
+  expected = numpy_sdm(image, text, labels, scale)
+  np.testing.assert_allclose(losses.sdm_loss(image, text, labels, scale), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('scale', [1.0, 50.0])
+def test_itc_against_numpy(batch, scale):
+  labels, outputs = batch
+  image, text = outputs['part_visual'], outputs['text']
+  expected = numpy_itc(image, text, labels, scale)
+  assert abs(expected - numpy_itc(image, text[::-1], labels, scale)) > 1e-3  # the pairing matters
+  np.testing.assert_allclose(losses.itc_loss(image, text, labels, scale), expected, rtol=1e-5)
+
+
+def test_itc_with_one_pair_per_identity_is_clips_loss(batch):
+  _, outputs = batch
+  image, text, labels = outputs['global_visual'], outputs['text'], np.arange(8)
+  logits = 20.0 * numpy_cosine(image, text)
+  clip = 0.0
+  for rows in (logits, logits.T):  # the i-th row's class is i
+    clip -= np.mean([np.log(numpy_softmax(row)[i]) for i, row in enumerate(rows)]) / 2
+  np.testing.assert_allclose(losses.itc_loss(image, text, labels, 20.0), clip, rtol=1e-5)
+
+
+@pytest.mark.parametrize('learn_temperature', [False, True])
+def test_compute_losses_adds_weighted_sdm_and_itc_of_both_visual_embeddings(batch, learn_temperature):
+  labels, outputs = batch
+  paper_total, paper_terms = losses.compute_losses(outputs, labels, loss_config())
+  config = loss_config(sdm_weight=0.7, itc_weight=0.4, contrastive_temperature=0.05,
+                       learn_temperature=learn_temperature)
+  total, terms = losses.compute_losses(outputs, labels, config)
+  scale = 12.0 if learn_temperature else 20.0  # the model's learned scale, else 1 / temperature
+  expected_sdm = np.mean([numpy_sdm(outputs[key], outputs['text'], labels, scale)
+                          for key in ('global_visual', 'part_visual')])
+  expected_itc = np.mean([numpy_itc(outputs[key], outputs['text'], labels, scale)
+                          for key in ('global_visual', 'part_visual')])
+  assert sorted(terms) == ['affinity', 'id', 'itc', 'sdm', 'total', 'triplet']
+  np.testing.assert_allclose(terms['sdm'], expected_sdm, rtol=1e-5)
+  np.testing.assert_allclose(terms['itc'], expected_itc, rtol=1e-5)
+  for key in paper_terms:
+    if key != 'total':
+      np.testing.assert_allclose(terms[key], paper_terms[key], rtol=1e-6)
+  np.testing.assert_allclose(total, paper_total + 0.7 * expected_sdm + 0.4 * expected_itc, rtol=1e-5)
+
+
+def test_paper_configs_keep_the_paper_objectives():
+  config = cuhk_pedes.get_config().loss
+  assert (config.sdm_weight, config.itc_weight) == (0.0, 0.0)
+  assert (config.id_weight, config.triplet_weight, config.affinity_weight) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('sdm_weight', -1.0, 'config.loss.sdm_weight must be >= 0, got -1.0.'),
+    ('itc_weight', -0.5, 'config.loss.itc_weight must be >= 0, got -0.5.'),
+    ('contrastive_temperature', 0.0, 'config.loss.contrastive_temperature must be > 0, got 0.0.'),
+])
+def test_invalid_contrastive_fields_are_rejected(field, value, message):
+  config = get_config('smoke')
+  config.loss[field] = value
+  with pytest.raises(ValueError, match=re.escape(message)):
+    train.validate_config(config)

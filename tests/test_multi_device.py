@@ -1,7 +1,7 @@
-"""A pmap step over 8 CPU devices computes what one device computes on the same global batch (SPEC §2).
+"""A pmap step over 8 CPU devices computes what one device computes on the same global batch (SPEC §2, §2.1).
 
 The recipe under test is the one in axm_jax/losses.py: losses.gathered_loss_fn inside pmap, then
-lax.pmean of the gradients.
+lax.pmean of the gradients. Every objective is on, SDM and ITC with a learned temperature, for both architectures.
 """
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from axm_jax import losses
-from axm_jax.models.axm_net import AXMNet
+from axm_jax.models import factory
 from configs.synthetic import get_config
 from test_axm_net import random_variables
 
@@ -30,10 +30,12 @@ def max_relative_difference(a, b) -> float:
       lambda x, y: float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 0.01)), a, b)))
 
 
-@pytest.fixture(scope='module')
-def setup():
+@pytest.fixture(scope='module', params=['axm_net', 'dual_encoder'])
+def setup(request):
   config = get_config()
-  config.model.update(width=0.0625, stripes=2, embed_dim=16, vocab_size=50, streams=1)
+  config.model.update(architecture=request.param, width=0.0625, stripes=2, embed_dim=16, vocab_size=50, streams=1,
+                      dual_encoder_channels=(4, 8), dual_encoder_text_channels=8)
+  config.loss.update(sdm_weight=0.5, itc_weight=0.5, learn_temperature=True)
   rng = np.random.default_rng(0)
   size = DEVICES * PER_DEVICE
   batch = {
@@ -43,15 +45,16 @@ def setup():
       'text_mask': np.arange(LENGTH)[None] < rng.integers(1, LENGTH + 1, size=size)[:, None],
       'label': rng.permutation(np.repeat(np.arange(size // 2), 2)).astype(np.int32),
   }
-  variables = random_variables(AXMNet(config.model, CLASSES), batch['image'][:2], batch['text_ids'][:2],
-                               batch['text_mask'][:2])
+  variables = random_variables(factory.build_model(config.model, CLASSES), batch['image'][:2],
+                               batch['text_ids'][:2], batch['text_mask'][:2])
+  variables['params']['contrastive_log_scale'] = jnp.log(jnp.float32(20.0))
   return config, batch, variables
 
 
 def test_pmap_step_equals_one_device_step(setup):
   config, batch, variables = setup
-  single = AXMNet(config.model, CLASSES)
-  sharded = AXMNet(config.model, CLASSES, axis_name='batch')
+  single = factory.build_model(config.model, CLASSES)
+  sharded = factory.build_model(config.model, CLASSES, axis_name='batch')
 
   def single_loss(params):
     outputs, state = single.apply({**variables, 'params': params}, batch['image'], batch['text_ids'],
@@ -77,6 +80,7 @@ def test_pmap_step_equals_one_device_step(setup):
       replicate(variables['params']), replicate(variables['batch_stats']),
       *(shard(batch[key]) for key in ('image', 'text_ids', 'text_mask', 'label'))))
 
+  assert {'sdm', 'itc'} <= set(terms) and grads['contrastive_log_scale'] != 0
   for device in range(DEVICES):
     on_device = lambda tree: jax.tree.map(lambda leaf: leaf[device], tree)
     for key in terms:

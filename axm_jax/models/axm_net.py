@@ -11,11 +11,29 @@ from axm_jax.models.blocks import AXMBlock, BatchNorm, ConvUnit, apply_mask, glo
 # OSNet x1.0 layout: stem channels, then the output channels of stages 1-3 (each of two blocks); x `width`.
 STAGE_CHANNELS = (64, 256, 384, 512)
 BLOCKS_PER_STAGE = 2
+MAX_CONTRASTIVE_SCALE = 100.0  # CLIP's cap on the learned 1 / temperature
 
 
 def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
   """Scales each row of x to unit L2 norm."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), epsilon)
+
+
+def loss_parameters(module: nn.Module, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """The learned scalars of the losses, created as parameters of `module` (call from its compact method).
+
+  affinity_scale / affinity_bias (SPEC §2) and, with config.learn_temperature, contrastive_scale = 1 / tau of SDM
+  and ITC (SPEC §2.1), learned as its log from 1 / config.contrastive_temperature and capped at
+  MAX_CONTRASTIVE_SCALE as in CLIP.
+  """
+  scalars = {
+      'affinity_scale': module.param('affinity_scale', nn.initializers.constant(config.affinity_scale_init), ()),
+      'affinity_bias': module.param('affinity_bias', nn.initializers.constant(config.affinity_bias_init), ())}
+  if config.learn_temperature:
+    log_scale = module.param('contrastive_log_scale',
+                             nn.initializers.constant(-math.log(config.contrastive_temperature)), ())
+    scalars['contrastive_scale'] = jnp.minimum(jnp.exp(log_scale), MAX_CONTRASTIVE_SCALE)
+  return scalars
 
 
 def image_text_query(image_embedding: jax.Array, text_embedding: jax.Array) -> jax.Array:
@@ -86,7 +104,7 @@ class AXMNet(nn.Module):
 
   Outputs (float32): global_visual, part_visual, text (embeddings before the BN-neck), their logits from the
   one shared classifier, image_embedding / text_embedding (SPEC §1.4), and, when both modalities are given,
-  affinity_scale / affinity_bias (the learned parameters of the affinity loss).
+  the learned scalars of the losses (loss_parameters).
   """
   config: ml_collections.ConfigDict
   num_classes: int
@@ -128,15 +146,14 @@ class AXMNet(nn.Module):
 
     classifier = nn.Dense(self.num_classes, use_bias=False, kernel_init=nn.initializers.normal(0.01),
                           name='classifier')
-    scale = self.param('affinity_scale', nn.initializers.constant(config.affinity_scale_init), ())
-    bias = self.param('affinity_bias', nn.initializers.constant(config.affinity_bias_init), ())
+    scalars = loss_parameters(self, config)
     outputs = {}
     if image_map is not None:
       outputs.update(self._visual_heads(image_map, classifier, train))
     if text_map is not None:
       outputs.update(self._text_head(text_map, mask, classifier, train))
     if image_map is not None and text_map is not None:
-      outputs.update(affinity_scale=scale, affinity_bias=bias)
+      outputs.update(scalars)
     return outputs
 
   def encode_image(self, image: jax.Array, train: bool = False) -> dict[str, jax.Array]:
