@@ -2,37 +2,57 @@
 
 Checkpoints hold host (unreplicated) arrays, so a run saved on N devices restores on any device count.
 Layout under the workdir: `checkpoints/<step>/{variables,opt_state}` and `checkpoints_best/<step>/variables`.
+Saves are synchronous: orbax writes a step into a temporary directory and renames it when complete, so a kill at
+any moment leaves the earlier steps restorable. A step that no longer restores is moved to `checkpoints_damaged/`.
 """
+from collections.abc import Iterable, Iterator
+import contextlib
+import itertools
 import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
+from axm_jax import workdir as workdir_lib
+
 PERIODIC_DIR = 'checkpoints'
 BEST_DIR = 'checkpoints_best'
-CONFIG_FILE = 'config.json'
+DAMAGED_DIR = 'checkpoints_damaged'
 TOKENIZER_FILE = 'tokenizer.model'
 LABEL_MAP_FILE = 'label_map.json'
 BEST_METRIC = 't2i_r1'
 
 PyTree = Any
+# Config fields newer than some saved runs, with the values that reproduce what those runs did.
+FIELDS_ADDED_LATER = {
+    'model.architecture': 'axm_net', 'model.dual_encoder_channels': (32, 64, 128, 256),
+    'model.dual_encoder_text_channels': 256, 'model.contrastive_temperature': 0.02,
+    'model.learn_temperature': False, 'loss.sdm_weight': 0.0, 'loss.itc_weight': 0.0,
+    'loss.contrastive_temperature': 0.02, 'loss.learn_temperature': False, 'train.time_budget_minutes': 0.0}
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint that was asked for can be restored."""
 
 
 class Checkpoints:
   """Periodic checkpoints (keep N) plus the single best checkpoint by a val metric."""
 
   def __init__(self, workdir: str, keep: int):
+    self._workdir = os.path.abspath(workdir)
     self._periodic = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), PERIODIC_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        os.path.join(self._workdir, PERIODIC_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
     self._best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), BEST_DIR),
+        os.path.join(self._workdir, BEST_DIR),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max'))
+            max_to_keep=1, create=True, best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max',
+            enable_async_checkpointing=False))
 
   def latest_step(self) -> int | None:
     return self._periodic.latest_step()
@@ -41,14 +61,51 @@ class Checkpoints:
     """Saves training state at `step` (no-op if that step is already saved)."""
     if step in self._periodic.all_steps():
       return
-    self._periodic.save(step, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave(variables), opt_state=ocp.args.StandardSave(opt_state)))
+    with _storage_errors(self._periodic, step, self._periodic.all_steps()):
+      self._periodic.save(step, args=ocp.args.Composite(
+          variables=ocp.args.StandardSave(variables), opt_state=ocp.args.StandardSave(opt_state)))
 
-  def restore(self, step: int, variables: PyTree, opt_state: PyTree) -> tuple[PyTree, PyTree]:
-    """Restores the training state of `step` into the structure of the given targets."""
-    restored = self._periodic.restore(step, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(variables), opt_state=ocp.args.StandardRestore(opt_state)))
-    return restored['variables'], restored['opt_state']
+  def restore_latest(self, variables: PyTree, opt_state: PyTree,
+                     is_writer: bool) -> tuple[int, PyTree, PyTree] | None:
+    """Restores the newest periodic checkpoint that restores into the given targets' structure.
+
+    Newer ones that fail are logged with their reason and (by the writer) moved to DIR/checkpoints_damaged/.
+    None when there is no checkpoint; a CheckpointError listing every failure when none restores.
+    """
+    failures = []
+    for step in sorted(self._periodic.all_steps(), reverse=True):
+      try:
+        restored = self._periodic.restore(step, args=ocp.args.Composite(
+            variables=ocp.args.StandardRestore(variables), opt_state=ocp.args.StandardRestore(opt_state)))
+      except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+        failures.append((step, workdir_lib.describe_error(error)))
+        logging.warning('The checkpoint of step %d in %s cannot be restored (%s); trying the one before.', step,
+                        self._periodic.directory, failures[-1][1])
+        continue
+      if is_writer:
+        self._quarantine(step for step, _ in failures)
+      return step, restored['variables'], restored['opt_state']
+    if failures:
+      listing = '\n'.join(f'  step {step}: {reason}' for step, reason in failures)
+      raise CheckpointError(
+          f'no checkpoint in {self._periodic.directory} can be restored:\n{listing}\nIf the config changed, rerun '
+          'with the config the run was started with; otherwise move these checkpoints away to start over.')
+    return None
+
+  def _quarantine(self, steps: Iterable[int]) -> None:
+    for step in steps:
+      target = os.path.join(self._workdir, DAMAGED_DIR, str(step))
+      for copy in itertools.count(1):
+        if not tf.io.gfile.exists(target):
+          break
+        target = os.path.join(self._workdir, DAMAGED_DIR, f'{step}.{copy}')
+      tf.io.gfile.makedirs(os.path.dirname(target))
+      tf.io.gfile.rename(os.path.join(str(self._periodic.directory), str(step)), target)
+      logging.warning('Moved the damaged checkpoint of step %d to %s.', step, target)
+
+  def reload(self) -> None:
+    """Rereads the saved steps (after the writer moved damaged ones away)."""
+    self._periodic.reload()
 
   def best_score(self) -> float | None:
     step = self._best.best_step()
@@ -59,8 +116,9 @@ class Checkpoints:
     best = self.best_score()
     if step in self._best.all_steps() or (best is not None and metrics[BEST_METRIC] <= best):
       return False
-    self._best.save(step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables)),
-                    metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+    with _storage_errors(self._best, step, self._periodic.all_steps()):
+      self._best.save(step, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables)),
+                      metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
     return True
 
   def close(self) -> None:
@@ -70,18 +128,33 @@ class Checkpoints:
     self._best.close()
 
 
+@contextlib.contextmanager
+def _storage_errors(manager: ocp.CheckpointManager, step: int, intact: list[int]) -> Iterator[None]:
+  """Turns a failed save into a StorageError that names the checkpoint and the steps still intact."""
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+    raise workdir_lib.StorageError(
+        f'cannot save the checkpoint of step {step} in {manager.directory}: {workdir_lib.describe_error(error)}. '
+        f'The checkpoints saved before it (steps {sorted(intact)}) are intact; free space or fix the permissions '
+        'and rerun the same command to resume.') from error
+
+
 def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  with tf.io.gfile.GFile(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    f.write(config.to_json(indent=2))
+  workdir_lib.atomic_write(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_json(indent=2))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (DIR/config.json)."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  """The config a run was trained with (DIR/config.json); fields added to the code since then read as before."""
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{path} not found: --workdir must be a directory written by training.')
   with tf.io.gfile.GFile(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    tree = json.load(f)
+  for name, value in FIELDS_ADDED_LATER.items():
+    section, field = name.split('.')
+    tree.setdefault(section, {}).setdefault(field, value)
+  return ml_collections.ConfigDict(tree)
 
 
 def restore_variables(workdir: str, which: str | int = 'best') -> tuple[int, PyTree]:
@@ -95,7 +168,13 @@ def restore_variables(workdir: str, which: str | int = 'best') -> tuple[int, PyT
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {workdir}/{PERIODIC_DIR} or {workdir}/{BEST_DIR}: '
                             'train first, or pass --workdir of a trained run.')
-  restored = manager.restore(step, args=ocp.args.Composite(variables=ocp.args.StandardRestore()))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(variables=ocp.args.StandardRestore()))
+  except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+    raise CheckpointError(
+        f'the checkpoint of step {step} in {manager.directory} cannot be restored: '
+        f'{workdir_lib.describe_error(error)}. Choose another with --config.eval.checkpoint=latest or a step '
+        f'number (saved steps: {sorted(set(periodic.all_steps()) | set(best.all_steps()))}).') from error
   return step, _to_host(restored['variables'])
 
 

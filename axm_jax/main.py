@@ -10,8 +10,15 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
+from axm_jax import checkpointing
 from axm_jax import evaluate
+from axm_jax import preemption
 from axm_jax import train
+from axm_jax import workdir as workdir_lib
+
+# Errors that say what to fix; shown as one message, without a traceback.
+USER_ERRORS = (checkpointing.CheckpointError, workdir_lib.StorageError, workdir_lib.WorkdirLockedError,
+               workdir_lib.ConfigMismatchError)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.', required=True)
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'train', 'eval'],
@@ -77,10 +84,15 @@ def main(argv: list[str]) -> None:
   logging.info('process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   config = _CONFIG.value
-  if _MODE.value == 'eval':
-    evaluate.evaluate(config, _WORKDIR.value)
-  else:
-    train.train_and_evaluate(config, _WORKDIR.value, evaluate_test=_MODE.value == 'train_and_eval')
+  try:
+    if _MODE.value == 'eval':
+      evaluate.evaluate(config, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value, evaluate_test=_MODE.value == 'train_and_eval')
+  except preemption.Preempted as stopped:
+    sys.exit(128 + stopped.signal_number)  # not 0: a preempted run must not look finished
+  except USER_ERRORS as error:
+    sys.exit(f'FATAL {error}')
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ Everything that varies between steps is a function of (config.train.seed, step):
 `pipeline.train_batches(start_step=...)` and the model needs no per-step randomness, so a run resumed from the
 checkpoint of step N reproduces the uninterrupted run bit for bit.
 """
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any
 from absl import logging
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -22,10 +24,13 @@ from tensorflow.core.framework import summary_pb2
 
 from axm_jax import checkpointing
 from axm_jax import evaluate
+from axm_jax import preemption
+from axm_jax import time_budget
 from axm_jax import train_step as train_step_lib
+from axm_jax import workdir as workdir_lib
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
-from axm_jax.models import axm_net
+from axm_jax.models import factory
 
 METRICS_FILE = 'metrics.jsonl'
 BARRIER_TIMEOUT_S = 3600  # a dataset build may take this long
@@ -37,44 +42,63 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        evaluate_test: bool = True) -> dict[str, dict[str, float]]:
-  """Trains with val model selection; then evaluates the best checkpoint once on test."""
+  """Trains with val model selection; then evaluates the best checkpoint once on test.
+
+  Raises preemption.Preempted after saving the current step when SIGTERM or SIGINT arrives.
+  """
   validate_config(config)
-  tf.io.gfile.makedirs(workdir)
   is_writer = jax.process_index() == 0
   if is_writer:
+    workdir_lib.ensure_writable(workdir)
+    workdir_lib.check_config_compatible(workdir, config)
+  with workdir_lib.exclusive_run(workdir) if is_writer else contextlib.nullcontext():
+    results = _train(config, workdir, is_writer)
+    if evaluate_test:
+      best_step, results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
+      if is_writer:
+        record_metrics(workdir, best_step, 'test', results['test'])
+  return results
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, is_writer: bool) -> dict[str, dict[str, float]]:
+  if is_writer:
     checkpointing.save_run_config(workdir, config)
+  recorded_steps = time_budget.recorded_steps(config, workdir)
+  if recorded_steps is not None:
+    config = time_budget.with_num_steps(config, recorded_steps)
   _prepare_dataset_once(config)
   train_split = pipeline.load_split(config.data, 'train')
   tokenizer = prepare_tokenizer(config, workdir, train_split)
   _, label_map = pipeline.class_labels(train_split.person_ids)
   if is_writer:
-    _write_json(os.path.join(workdir, checkpointing.LABEL_MAP_FILE), {str(k): int(v) for k, v in label_map.items()})
-  model = axm_net.AXMNet(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
-  optimizer = train_step_lib.make_optimizer(config)
-  state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary())
+    workdir_lib.atomic_write(os.path.join(workdir, checkpointing.LABEL_MAP_FILE),
+                             json.dumps({str(k): int(v) for k, v in label_map.items()}, indent=2))
+  model = factory.build_model(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
+  state = train_step_lib.create_state(config, model, train_step_lib.make_optimizer(config), tokenizer.vocabulary())
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
-  state = _resume(checkpoints, state, workdir, is_writer)
-  results = {}
   try:
-    results['val'] = _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer,
-                                 checkpoints, is_writer)
+    state = _resume(checkpoints, state, workdir, is_writer)
+    calibration = (time_budget.Calibration(config, int(state.step))
+                   if time_budget.enabled(config) and recorded_steps is None else None)
+    return {'val': _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoints, is_writer,
+                               calibration)}
   finally:
     checkpoints.close()
-  if evaluate_test:
-    best_step, results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
-    if is_writer:
-      record_metrics(workdir, best_step, 'test', results['test'])
-  return results
 
 
-def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer, checkpoints,
-                is_writer) -> dict[str, float]:
+def _compiled_step(config: ml_collections.ConfigDict, model: Any) -> Any:
+  """The pmapped train step; the learning-rate schedule over config.train.num_steps is compiled into it."""
+  step = functools.partial(train_step_lib.train_step, model=model, optimizer=train_step_lib.make_optimizer(config),
+                           loss_config=config.loss)
+  return jax.pmap(step, axis_name=train_step_lib.AXIS, donate_argnums=(0,))
+
+
+def _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoints, is_writer,
+                calibration) -> dict[str, float]:
   """Runs steps from state.step to config.train.num_steps; returns the last val metrics."""
   val_split = pipeline.load_split(config.data, 'val')
-  start_step = int(state.step)
-  p_train_step = jax.pmap(
-      functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer, loss_config=config.loss),
-      axis_name=train_step_lib.AXIS, donate_argnums=(0,))
+  start_step = step = int(state.step)
+  p_train_step = _compiled_step(config, model)
   batches = pipeline.train_batches(
       train_split, tokenizer, config.data, config.train.seed, start_step, jax.local_device_count(),
       jax.process_index(), jax.process_count())
@@ -82,28 +106,52 @@ def _train_loop(config, workdir, model, optimizer, state, train_split, tokenizer
   progress = Progress(start_step, config.train.num_steps)
   replicated = train_step_lib.replicate(state)
   val_metrics, pending = {}, None
-  for step in range(start_step + 1, config.train.num_steps + 1):
-    replicated, terms = p_train_step(replicated, next(batches))
-    _check_finite(pending, step - 1, checkpoints)
-    pending = terms
-    if step % config.train.log_every == 0 or step == config.train.num_steps:
-      scalars = _host_scalars(terms, config, step)
-      if is_writer:
-        progress.log(step, scalars)
-        _write_scalars(writer, step, scalars)
-    if step % config.train.eval_every == 0 or step == config.train.num_steps:
-      _check_finite(pending, step, checkpoints)
-      host_state = _unreplicate(replicated)
-      val_metrics = evaluate.evaluate_split(host_state.variables, model, val_split, tokenizer, config)
-      checkpoints.save_if_best(step, host_state.variables, val_metrics)
-      if is_writer:
-        record_metrics(workdir, step, 'val', val_metrics)
-        _write_scalars(writer, step, {f'val/{k}': v for k, v in val_metrics.items()})
-    if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
-      _check_finite(pending, step, checkpoints)
-      host_state = _unreplicate(replicated)
-      checkpoints.save(step, host_state.variables, host_state.opt_state)
+  with preemption.PreemptionWatcher() as watcher:
+    while step < config.train.num_steps:
+      step += 1
+      replicated, terms = p_train_step(replicated, next(batches))
+      _check_finite(pending, step - 1, checkpoints)
+      pending = terms
+      if calibration is not None and step in (start_step + 1, calibration.last_step):
+        calibration.observe(step, terms)
+        if step == calibration.last_step:
+          config = time_budget.with_num_steps(config, _budget_steps(calibration, config, workdir, is_writer))
+          p_train_step, progress = _compiled_step(config, model), Progress(step, config.train.num_steps)
+          calibration = None
+      if step % config.train.log_every == 0 or step == config.train.num_steps:
+        scalars = _host_scalars(terms, config, step)
+        if is_writer:
+          progress.log(step, scalars)
+          _write_scalars(writer, step, scalars)
+      if step % config.train.eval_every == 0 or step == config.train.num_steps:
+        _check_finite(pending, step, checkpoints)
+        host_state = _unreplicate(replicated)
+        val_metrics = evaluate.evaluate_split(host_state.variables, model, val_split, tokenizer, config)
+        checkpoints.save_if_best(step, host_state.variables, val_metrics)
+        if is_writer:
+          record_metrics(workdir, step, 'val', val_metrics)
+          _write_scalars(writer, step, {f'val/{k}': v for k, v in val_metrics.items()})
+      if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
+        _check_finite(pending, step, checkpoints)
+        checkpoints.save(step, *_host_training_state(replicated))
+      if watcher.should_stop(step):
+        _check_finite(pending, step, checkpoints)
+        checkpoints.save(step, *_host_training_state(replicated))
+        logging.warning('preempted at step %d: saved its checkpoint in %s; rerun the same command to resume.',
+                        step, os.path.join(workdir, checkpointing.PERIODIC_DIR))
+        raise preemption.Preempted(step, watcher.signal_number)
   return val_metrics
+
+
+def _budget_steps(calibration: time_budget.Calibration, config: ml_collections.ConfigDict, workdir: str,
+                  is_writer: bool) -> int:
+  """The measured step count, the same on every process (process 0's), recorded by the writer."""
+  num_steps = calibration.num_steps()
+  if jax.process_count() > 1:
+    num_steps = int(multihost_utils.broadcast_one_to_all(np.int32(num_steps)))
+  if is_writer:
+    time_budget.record(workdir, config, num_steps)
+  return num_steps
 
 
 def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
@@ -137,13 +185,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.data.eval_batch_size % jax.local_device_count():
     raise ValueError(f'config.data.eval_batch_size = {config.data.eval_batch_size} must be divisible by '
                      f'the local device count {jax.local_device_count()}.')
-  for field, allowed in (('model.dtype', ('float32', 'bfloat16')), ('loss.affinity_form', ('bce', 'paper'))):
+  for field, allowed in (('model.dtype', ('float32', 'bfloat16')), ('loss.affinity_form', ('bce', 'paper')),
+                         ('model.architecture', tuple(factory.ARCHITECTURES))):
     value = config[field.split('.')[0]][field.split('.')[1]]
     if value not in allowed:
       raise ValueError(f'config.{field} = {value!r}; expected one of {allowed}.')
+  for field in ('sdm_weight', 'itc_weight'):
+    if config.loss[field] < 0:
+      raise ValueError(f'config.loss.{field} must be >= 0, got {config.loss[field]}.')
+  if config.loss.contrastive_temperature <= 0:
+    raise ValueError(f'config.loss.contrastive_temperature must be > 0, got {config.loss.contrastive_temperature}.')
+  if config.model.architecture == 'dual_encoder' and config.model.pretrained_visual:
+    raise ValueError("config.model.pretrained_visual holds OSNet weights for config.model.architecture='axm_net'; "
+                     "set it to '' for 'dual_encoder'.")
   for field in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
     if config.train[field] < 1:
       raise ValueError(f'config.train.{field} must be >= 1, got {config.train[field]}.')
+  if config.train.num_steps <= config.optim.warmup_steps:
+    raise ValueError(f'config.train.num_steps = {config.train.num_steps} must be > config.optim.warmup_steps = '
+                     f'{config.optim.warmup_steps}.')
+  if config.train.time_budget_minutes < 0:
+    raise ValueError(f'config.train.time_budget_minutes must be >= 0, got {config.train.time_budget_minutes}.')
+  if time_budget.enabled(config) and config.optim.warmup_steps < 2:
+    raise ValueError('config.train.time_budget_minutes > 0 times the warm-up steps: config.optim.warmup_steps must '
+                     f'be >= 2, got {config.optim.warmup_steps}.')
 
 
 def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
@@ -161,9 +226,13 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
 
 
 def record_metrics(workdir: str, step: int, split: str, metrics: dict[str, float]) -> None:
-  """Appends one evaluation to DIR/metrics.jsonl."""
-  with tf.io.gfile.GFile(os.path.join(workdir, METRICS_FILE), 'a') as f:
-    f.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+  """Adds one evaluation to DIR/metrics.jsonl (rewritten whole, so a full disk cannot leave half a line)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  earlier = ''
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      earlier = f.read()
+  workdir_lib.atomic_write(path, earlier + json.dumps({'step': step, 'split': split, **metrics}) + '\n')
 
 
 class Progress:
@@ -185,25 +254,28 @@ class Progress:
 
 def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainState, workdir: str,
             is_writer: bool) -> train_step_lib.TrainState:
-  """Restores the latest checkpoint, if any, and drops metrics logged after it."""
-  step = checkpoints.latest_step()
-  if step is None:
+  """Restores the newest checkpoint that restores, if any, and drops metrics logged after it."""
+  restored = checkpoints.restore_latest(state.variables, state.opt_state, is_writer)
+  barrier('checkpoints checked')
+  checkpoints.reload()
+  if restored is None:
     return state
-  variables, opt_state = checkpoints.restore(step, state.variables, state.opt_state)
+  step, variables, opt_state = restored
   logging.info('Resuming from the checkpoint of step %d in %s.', step, workdir)
   if is_writer:
     _truncate_metrics(os.path.join(workdir, METRICS_FILE), step)
   return train_step_lib.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'], opt_state=opt_state)
+                                   batch_stats=variables['batch_stats'], opt_state=opt_state)
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
+  """Keeps the val rows up to `last_step`; the test row is written again when the resumed run ends."""
   if not tf.io.gfile.exists(path):
     return
   with tf.io.gfile.GFile(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)['step'] <= last_step]
-  with tf.io.gfile.GFile(path, 'w') as f:
-    f.writelines(kept)
+    rows = [json.loads(line) for line in f if line.strip()]
+  kept = [json.dumps(row) + '\n' for row in rows if row['split'] != 'test' and row['step'] <= last_step]
+  workdir_lib.atomic_write(path, ''.join(kept))
 
 
 def _check_finite(terms: dict[str, jnp.ndarray] | None, step: int,
@@ -238,6 +310,6 @@ def _unreplicate(replicated: train_step_lib.TrainState) -> train_step_lib.TrainS
   return jax.device_get(flax.jax_utils.unreplicate(replicated))
 
 
-def _write_json(path: str, value: Any) -> None:
-  with tf.io.gfile.GFile(path, 'w') as f:
-    json.dump(value, f, indent=2)
+def _host_training_state(replicated: train_step_lib.TrainState) -> tuple[Any, Any]:
+  host_state = _unreplicate(replicated)
+  return host_state.variables, host_state.opt_state

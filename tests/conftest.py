@@ -49,3 +49,19 @@ def smoke_run(tmp_path_factory, tfds_dir) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp('smoke_run')
   run_main(workdir, tfds_dir)
   return workdir
+
+
+def assert_metrics_close(actual: dict[str, float], expected: dict[str, float]) -> None:
+  """Metrics from embeddings that agree to rounding, not bit for bit (other device count, batch shape or CPU).
+
+  Query and skip counts must match exactly. A near-tie that rounding flips moves one query, and one query moves
+  any percentage metric of its protocol by at most 100 / queries points, so that is the tolerance.
+  """
+  assert actual.keys() == expected.keys()
+  for name, value in expected.items():
+    if name.endswith('queries') or name == 'reid_unknown_camera_images':
+      assert actual[name] == value, name
+      continue
+    protocol = name.rsplit('_', 1)[0]
+    tolerance = 100.0 / max(expected[f'{protocol}_queries'], 1.0)
+    assert abs(actual[name] - value) <= tolerance + 1e-9, (name, actual[name], value, tolerance)

@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from axm_jax.data import pedes
+from axm_jax.data import annotations
 from axm_jax.data import validate
 
 _CONFIGS = pathlib.Path(__file__).resolve().parent.parent / 'configs'
@@ -117,11 +118,11 @@ def test_builder_fails_with_every_problem_before_writing(tmp_path):
   fake.save_records(records)
   os.remove(os.path.join(fake.root, 'imgs', 'cam_b', '002_45.bmp'))
   problems = {
-      market: f"record {market} (id 5): path '../../etc/passwd' leaves imgs/",
-      cam_b: f'record {cam_b} (id 2): image imgs/cam_b/002_45.bmp not found',
-      cuhk01: f'record {cuhk01} (id 3): no non-empty caption',
+      market: f"record {market} (file_path '../../etc/passwd', id 5): path '../../etc/passwd' leaves imgs/",
+      cam_b: f"record {cam_b} (file_path 'cam_b/002_45.bmp', id 2): image imgs/cam_b/002_45.bmp not found",
+      cuhk01: f"record {cuhk01} (file_path 'CUHK01/0003001.png', id 3): no non-empty caption",
   }
-  with pytest.raises(validate.DatasetError) as raised:
+  with pytest.raises(annotations.DatasetError) as raised:
     _build(pedes.CuhkPedes, fake.root, str(tmp_path / 'data'))
   assert str(raised.value) == '\n'.join(
       [f'cuhk_pedes: 3 problem(s) in {fake.root}:'] + [f'  {problems[index]}' for index in sorted(problems)])

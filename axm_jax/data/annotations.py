@@ -1,17 +1,15 @@
-"""Checks a downloaded dataset directory and reads its records; the builders in pedes.py run the same checks.
+"""Annotation files of the real datasets: layouts, one-pass checks of a directory, and its records.
 
-  python -m axm_jax.data.validate --dataset=cuhk_pedes --root=DIR [--data_dir=TFDS_DATA_DIR]
-
-lists every problem in one pass (missing or undecodable images, records without a caption that is non-empty after
-whitespace normalisation, a path given to two identities or splits, identities in two splits, a missing or
-misnamed annotation file, bad fields, paths that leave imgs/) and exits with status 1 when any is fatal; otherwise
-prints per-split counts. Warnings (not fatal): split counts that differ from the published ones, an empty caption
-next to non-empty ones (dropped), a path repeated with the same id and split (its captions merged into one image).
-Record numbers are 0-based positions in the annotation file's list. The directory must be on a local filesystem
-(symlinks are resolved to keep every image inside imgs/). With --data_dir, a directory without fatal problems is
-also built into a TFDS dataset there (otherwise the first training run builds it).
+`inspect` lists every problem in one pass (missing or undecodable images, records without a caption that is
+non-empty after whitespace normalisation, an image file given to two identities or splits, identities in two
+splits, a missing or misnamed annotation file, bad fields, paths that leave imgs/). Warnings (not fatal): split
+counts that differ from the published ones, an empty caption next to non-empty ones (dropped), an image file
+repeated with the same id and split (its captions merged into one image). Two records name the same image file
+when their paths resolve (through symlinks and hard links) to one file. Every message about a record names it by
+its 0-based position in the annotation file's list and by its image path. The directory must be on a local
+filesystem (symlinks are resolved to keep every image inside imgs/). The validator (validate.py) and the TFDS
+builders (pedes.py) both read directories through this module.
 """
-import argparse
 import collections
 import concurrent.futures
 import dataclasses
@@ -19,7 +17,6 @@ import json
 import os
 import posixpath
 import re
-import sys
 from typing import Any, Sequence
 
 from PIL import Image
@@ -145,7 +142,9 @@ def _parse_record(layout: Layout, index: int, raw: Any, problems: list[str],
   if not isinstance(raw, dict):
     problems.append(f'record {index}: expected an object, found {_json_type(raw)}')
     return None
-  label = f'record {index}'
+  path = raw.get(layout.path_field)
+  named = f'{layout.path_field} {path!r}, ' if isinstance(path, str) and path else ''
+  label = f'record {index}' + (f' ({named[:-2]})' if named else '')
   person_id = raw.get('id')
   if 'id' not in raw:
     problems.append(f'{label}: missing field \'id\'')
@@ -154,7 +153,7 @@ def _parse_record(layout: Layout, index: int, raw: Any, problems: list[str],
   elif person_id < 0:
     problems.append(f'{label}: field \'id\' must be >= 0, found {person_id}')
   else:
-    label = f'record {index} (id {person_id})'
+    label = f'record {index} ({named}id {person_id})'
 
   split = raw.get('split')
   if 'split' not in raw:
@@ -163,7 +162,6 @@ def _parse_record(layout: Layout, index: int, raw: Any, problems: list[str],
     expected = ' or '.join([', '.join(layout.splits[:-1]), layout.splits[-1]])
     problems.append(f'{label}: unknown split {json.dumps(split, ensure_ascii=False)} (expected {expected})')
 
-  path = raw.get(layout.path_field)
   if layout.path_field not in raw:
     problems.append(f'{label}: missing field \'{layout.path_field}\'')
   elif not isinstance(path, str) or not path:
@@ -201,9 +199,14 @@ def _parse_captions(raw: dict, label: str, problems: list[str], warnings: list[s
   return tuple(kept)
 
 
-def _image_problem(image_root: str, record: Record) -> str | None:
+def record_label(record: Record, path_field: str) -> str:
+  """How messages name a record: its position in the annotation list, its image path and its id."""
+  return f'record {record.index} ({path_field} {record.image_key!r}, id {record.person_id})'
+
+
+def _image_problem(image_root: str, record: Record, path_field: str) -> str | None:
   """What is wrong with a record's image file, or None."""
-  label = f'record {record.index} (id {record.person_id})'
+  label = record_label(record, path_field)
   path = os.path.join(image_root, record.image_key)
   real_root = os.path.realpath(image_root)
   if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
@@ -218,26 +221,37 @@ def _image_problem(image_root: str, record: Record) -> str | None:
   return None
 
 
-def _merge_duplicates(records: Sequence[Record]) -> tuple[list[Record], dict[int, str], list[str]]:
-  """One record per image path: (records, errors by record index, warnings).
+def _image_file(image_root: str, record: Record) -> tuple[int, int] | str:
+  """What tells one image file from another: (device, inode) through symlinks and hard links, else the path."""
+  try:
+    status = os.stat(os.path.join(image_root, record.image_key))
+  except OSError:
+    return record.image_key
+  return status.st_dev, status.st_ino
 
-  A path repeated with the same id and split adds its captions to the first record (a warning; ICFG-PEDES has
-  such a repeat); a path repeated with another id or split is an error.
+
+def _merge_duplicates(records: Sequence[Record], image_files: Sequence[tuple[int, int] | str],
+                      path_field: str) -> tuple[list[Record], dict[int, str], list[str]]:
+  """One record per image file: (records, errors by record index, warnings).
+
+  A file repeated with the same id and split adds its captions to the first record (a warning; ICFG-PEDES has
+  such a repeat); a file repeated with another id or split is an error.
   """
-  by_key, errors, warnings = {}, {}, []
-  for record in records:
-    earlier = by_key.get(record.image_key)
-    label = f'record {record.index} (id {record.person_id}): duplicate path {record.image_key!r}'
+  by_file, errors, warnings = {}, {}, []
+  for record, image_file in zip(records, image_files):
+    earlier = by_file.get(image_file)
     if earlier is None:
-      by_key[record.image_key] = record
-    elif (earlier.person_id, earlier.split) == (record.person_id, record.split):
-      captions = tuple(dict.fromkeys(earlier.captions + record.captions))
-      by_key[record.image_key] = dataclasses.replace(earlier, captions=captions)
-      warnings.append(f'{label} (also in record {earlier.index}); captions merged')
+      by_file[image_file] = record
+      continue
+    message = (f'{record_label(record, path_field)}: the same image file as {record_label(earlier, path_field)}, '
+               f'split {earlier.split}')
+    if (earlier.person_id, earlier.split) == (record.person_id, record.split):
+      by_file[image_file] = dataclasses.replace(earlier, captions=tuple(dict.fromkeys(earlier.captions +
+                                                                                      record.captions)))
+      warnings.append(f'{message}; captions merged')
     else:
-      errors[record.index] = (f'{label} (also in record {earlier.index}, id {earlier.person_id}, '
-                              f'split {earlier.split})')
-  return list(by_key.values()), errors, warnings
+      errors[record.index] = message
+  return list(by_file.values()), errors, warnings
 
 
 def _split_problems(layout: Layout, records: Sequence[Record]) -> list[str]:
@@ -251,9 +265,10 @@ def _split_problems(layout: Layout, records: Sequence[Record]) -> list[str]:
   for person_id, person_records in sorted(records_of.items()):
     splits = [split for split in layout.splits if any(record.split == split for record in person_records)]
     if len(splits) > 1:
-      indices = ', '.join(str(record.index) for record in person_records)
+      listed = ', '.join(f'{record.index} ({layout.path_field} {record.image_key!r}, split {record.split})'
+                         for record in person_records)
       problems.append(f'person {person_id} appears in splits {", ".join(splits[:-1])} and {splits[-1]} '
-                      f'(records {indices})')
+                      f'(records {listed})')
   return problems
 
 
@@ -331,10 +346,12 @@ def inspect(dataset: str, root: str | os.PathLike) -> Report:
   records = [record for record in parsed if record is not None]
   if os.path.isdir(image_root):
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-      for record, problem in zip(records, pool.map(lambda record: _image_problem(image_root, record), records)):
+      checked = pool.map(lambda record: _image_problem(image_root, record, layout.path_field), records)
+      for record, problem in zip(records, checked):
         if problem:
           problems[record.index].append(problem)
-  records, duplicate_problems, duplicate_warnings = _merge_duplicates(records)
+  image_files = [_image_file(image_root, record) for record in records]
+  records, duplicate_problems, duplicate_warnings = _merge_duplicates(records, image_files, layout.path_field)
   for index, problem in duplicate_problems.items():
     problems[index].append(problem)
   report.warnings += duplicate_warnings
@@ -353,57 +370,3 @@ def inspect(dataset: str, root: str | os.PathLike) -> Report:
       return report
   report.splits = {split: by_split[split] for split in ('train', 'val', 'test')}
   return report
-
-
-def summary(report: Report) -> str:
-  """Per-split table: identities, images, captions, images with a known camera, distinct cameras."""
-  lines = [f'{report.layout.title} in {report.root} ({os.path.basename(report.json_path)})']
-  if report.layout.val_identities:
-    val_ids = sorted({record.person_id for record in report.splits['val']})
-    lines.append(f'val = the {len(val_ids)} largest train person ids ({val_ids[0]}..{val_ids[-1]}), '
-                 'removed from train')
-  lines.append(f'{"split":<6}{"ids":>8}{"images":>9}{"captions":>10}{"camera known":>14}{"cameras":>9}')
-  for split, records in report.splits.items():
-    counts = split_counts(records)
-    known = [record.camera_id for record in records if record.camera_id != cameras.UNKNOWN]
-    lines.append(f'{split:<6}{counts.ids:>8}{counts.images:>9}{counts.captions:>10}{len(known):>14}'
-                 f'{len(set(known)):>9}')
-  return '\n'.join(lines)
-
-
-def build(dataset: str, root: str, data_dir: str) -> str:
-  """Builds TFDS dataset `dataset` from directory `root` into `data_dir` ('' = TFDS default); returns its path."""
-  # Imported here so that checking a directory needs no TensorFlow.
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from axm_jax.data import pedes  # pylint: disable=g-import-not-at-top
-
-  builder = pedes.BUILDERS[dataset](data_dir=data_dir or None)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=root))
-  return os.fspath(builder.data_dir)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """Command line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('--dataset', required=True, choices=sorted(LAYOUTS))
-  parser.add_argument('--root', required=True, help='directory holding imgs/ and the annotation file')
-  parser.add_argument('--data_dir', help="when given and nothing is fatal, also build the TFDS dataset there "
-                      "('' = TFDS default, ~/tensorflow_datasets)")
-  args = parser.parse_args(argv)
-  report = inspect(args.dataset, args.root)
-  for error in report.errors:
-    print(f'ERROR: {error}')
-  for warning in report.warnings:
-    print(f'WARNING: {warning}')
-  if report.errors:
-    print(f'{len(report.errors)} error(s), {len(report.warnings)} warning(s): {args.dataset} cannot be built '
-          f'from {args.root}')
-    return 1
-  print(summary(report))
-  if args.data_dir is not None:
-    print(f'built {build(args.dataset, args.root, args.data_dir)}')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

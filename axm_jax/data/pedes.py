@@ -2,7 +2,7 @@
 
 The data is never downloaded by the code: each builder reads a directory the user obtained from the authors
 (`dl_manager.manual_dir`, set through `tfds.download.DownloadConfig(manual_dir=...)`), checks it with
-`validate.inspect` (failing with the full list of problems before writing anything) and writes one example per
+`annotations.inspect` (failing with the full list of problems before writing anything) and writes one example per
 image with the features every builder of this project emits (CONTRACTS.md). Images that are already RGB JPEG or PNG
 are stored as their original bytes; any other image (grayscale, RGBA, palette, BMP, ...) is converted to RGB and
 stored as PNG, so every stored image decodes to 3 channels.
@@ -16,15 +16,15 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from axm_jax.data import validate
+from axm_jax.data import annotations
 
 
 def _instructions(name: str, source: str) -> str:
   """Where to get a dataset (`source`) and the directory layout the builder expects."""
-  layout = validate.LAYOUTS[name]
+  layout = annotations.LAYOUTS[name]
   return (f'{source.strip()}\n\n'
           'Expected layout of DIR, the directory given as --config.data.manual_dir:\n'
-          f'  DIR/{validate.IMAGE_FOLDER}/...  the images, at the paths the annotations give\n'
+          f'  DIR/{annotations.IMAGE_FOLDER}/...  the images, at the paths the annotations give\n'
           f'  DIR/{" or ".join(layout.json_names)}  the annotations: a JSON list of records with fields '
           f'split, captions, {layout.path_field}, id\n'
           f'Check it with: python -m axm_jax.data.validate --dataset={name} --root=DIR\n')
@@ -53,7 +53,7 @@ def rgb_image_bytes(data: bytes) -> bytes:
 
 
 class _PedesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A dataset read from a manual directory described by a validate.Layout."""
+  """A dataset read from a manual directory described by an annotations.Layout."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
@@ -68,15 +68,15 @@ class _PedesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                  homepage=self.HOMEPAGE, citation=self.CITATION)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-    report = validate.inspect(self.name, dl_manager.manual_dir)
+    report = annotations.inspect(self.name, dl_manager.manual_dir)
     for warning in report.warnings:
       logging.warning('%s', warning)
     report.raise_if_fatal()
-    image_root = dl_manager.manual_dir / validate.IMAGE_FOLDER
+    image_root = dl_manager.manual_dir / annotations.IMAGE_FOLDER
     return {split: self._generate_examples(image_root, records) for split, records in report.splits.items()}
 
   def _generate_examples(self, image_root: epath.Path,
-                         records: list[validate.Record]) -> Iterator[tuple[str, dict]]:
+                         records: list[annotations.Record]) -> Iterator[tuple[str, dict]]:
     for record in records:
       yield record.image_key, {
           'image': rgb_image_bytes((image_root / record.image_key).read_bytes()),
