@@ -117,6 +117,16 @@ def _image_pipeline(data_config: ml_collections.ConfigDict, train: bool):
   return process
 
 
+def eval_image_preprocessing(data_config: ml_collections.ConfigDict):
+  """The evaluation's image preprocessing: fn(encoded PNG/JPEG/BMP bytes) -> float32 [H, W, 3], normalised.
+
+  Decoded by TF, resized to config.data.image_size (antialiased bilinear), ImageNet-normalised; no augmentation.
+  """
+  process = _image_pipeline(data_config, train=False)
+  no_seed = tf.zeros([2], tf.int64)
+  return lambda encoded: process(encoded, no_seed)
+
+
 def _random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
   """With `probability`, sets one random rectangle to 0 (the mean colour after normalisation).
 
@@ -275,7 +285,7 @@ def gallery_batches(split: SplitData, data_config: ml_collections.ConfigDict, ba
   """
   _check_eval_batch(batch_size, num_devices)
   height, width = data_config.image_size
-  process = _image_pipeline(data_config, train=False)
+  process = eval_image_preprocessing(data_config)
   count = len(split.images)
   total = _padded_length(count, batch_size)
 
@@ -295,12 +305,11 @@ def gallery_batches(split: SplitData, data_config: ml_collections.ConfigDict, ba
       'camera_id': tf.TensorSpec([], tf.int32), 'index': tf.TensorSpec([], tf.int32),
       'valid': tf.TensorSpec([], tf.bool),
   }
-  no_seed = tf.zeros([2], tf.int64)
 
   def decode(example: dict) -> dict:
     example = dict(example)
     encoded = example.pop('encoded')
-    example['image'] = tf.cond(example['valid'], lambda: process(encoded, no_seed),
+    example['image'] = tf.cond(example['valid'], lambda: process(encoded),
                                lambda: tf.zeros((height, width, 3), tf.float32))
     return example
 
