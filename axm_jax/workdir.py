@@ -186,7 +186,7 @@ def _is_alive(holder: dict[str, Any]) -> bool:
     except ProcessLookupError:
       return False
     except PermissionError:
-      return True
+      pass  # it exists, under another user
     return True
   return time.time() - float(holder.get('heartbeat', 0.0)) < STALE_AFTER_S
 
