@@ -1,39 +1,26 @@
 """The one place that talks to orbax: periodic, best-by-val and restored checkpoints.
 
 Checkpoints hold host (unreplicated) arrays, so a run saved on N devices restores on any device count.
-Layout under the workdir: `checkpoints/<step>/{variables,opt_state}` and `checkpoints_best/<step>/variables`.
+The directories come from axm_jax.run: `<periodic>/<step>/{variables,opt_state}` and `<best>/<step>/variables`,
+on a local disk or in Cloud Storage (orbax writes arrays with tensorstore and the rest through epath).
 Saves are synchronous: orbax writes a step into a temporary directory and renames it when complete, so a kill at
 any moment leaves the earlier steps restorable. A step that no longer restores is moved to `checkpoints_damaged/`.
 """
 from collections.abc import Iterable, Iterator
 import contextlib
 import itertools
-import json
-import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
-import tensorflow as tf
 
-from axm_jax import workdir as workdir_lib
+from axm_jax import storage
 
-PERIODIC_DIR = 'checkpoints'
-BEST_DIR = 'checkpoints_best'
-DAMAGED_DIR = 'checkpoints_damaged'
-TOKENIZER_FILE = 'tokenizer.model'
-LABEL_MAP_FILE = 'label_map.json'
 BEST_METRIC = 't2i_r1'
 
 PyTree = Any
-# Config fields newer than some saved runs, with the values that reproduce what those runs did.
-FIELDS_ADDED_LATER = {
-    'model.architecture': 'axm_net', 'model.dual_encoder_channels': (32, 64, 128, 256),
-    'model.dual_encoder_text_channels': 256, 'model.contrastive_temperature': 0.02,
-    'model.learn_temperature': False, 'loss.sdm_weight': 0.0, 'loss.itc_weight': 0.0,
-    'loss.contrastive_temperature': 0.02, 'loss.learn_temperature': False, 'train.time_budget_minutes': 0.0}
 
 
 class CheckpointError(RuntimeError):
@@ -43,13 +30,13 @@ class CheckpointError(RuntimeError):
 class Checkpoints:
   """Periodic checkpoints (keep N) plus the single best checkpoint by a val metric."""
 
-  def __init__(self, workdir: str, keep: int):
-    self._workdir = os.path.abspath(workdir)
+  def __init__(self, periodic: epath.Path, best: epath.Path, damaged: epath.Path, keep: int):
+    self._damaged = damaged
     self._periodic = ocp.CheckpointManager(
-        os.path.join(self._workdir, PERIODIC_DIR),
+        periodic,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
     self._best = ocp.CheckpointManager(
-        os.path.join(self._workdir, BEST_DIR),
+        best,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max',
             enable_async_checkpointing=False))
@@ -69,7 +56,7 @@ class Checkpoints:
                      is_writer: bool) -> tuple[int, PyTree, PyTree] | None:
     """Restores the newest periodic checkpoint that restores into the given targets' structure.
 
-    Newer ones that fail are logged with their reason and (by the writer) moved to DIR/checkpoints_damaged/.
+    Newer ones that fail are logged with their reason and (by the writer) moved to the damaged directory.
     None when there is no checkpoint; a CheckpointError listing every failure when none restores.
     """
     failures = []
@@ -78,7 +65,7 @@ class Checkpoints:
         restored = self._periodic.restore(step, args=ocp.args.Composite(
             variables=ocp.args.StandardRestore(variables), opt_state=ocp.args.StandardRestore(opt_state)))
       except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
-        failures.append((step, workdir_lib.describe_error(error)))
+        failures.append((step, storage.describe_error(error)))
         logging.warning('The checkpoint of step %d in %s cannot be restored (%s); trying the one before.', step,
                         self._periodic.directory, failures[-1][1])
         continue
@@ -94,13 +81,12 @@ class Checkpoints:
 
   def _quarantine(self, steps: Iterable[int]) -> None:
     for step in steps:
-      target = os.path.join(self._workdir, DAMAGED_DIR, str(step))
+      target = self._damaged / str(step)
       for copy in itertools.count(1):
-        if not tf.io.gfile.exists(target):
+        if not target.exists():
           break
-        target = os.path.join(self._workdir, DAMAGED_DIR, f'{step}.{copy}')
-      tf.io.gfile.makedirs(os.path.dirname(target))
-      tf.io.gfile.rename(os.path.join(str(self._periodic.directory), str(step)), target)
+        target = self._damaged / f'{step}.{copy}'
+      storage.move_tree(epath.Path(self._periodic.directory) / str(step), target)
       logging.warning('Moved the damaged checkpoint of step %d to %s.', step, target)
 
   def reload(self) -> None:
@@ -134,46 +120,27 @@ def _storage_errors(manager: ocp.CheckpointManager, step: int, intact: list[int]
   try:
     yield
   except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
-    raise workdir_lib.StorageError(
-        f'cannot save the checkpoint of step {step} in {manager.directory}: {workdir_lib.describe_error(error)}. '
+    raise storage.StorageError(
+        f'cannot save the checkpoint of step {step} in {manager.directory}: {storage.describe_error(error)}. '
         f'The checkpoints saved before it (steps {sorted(intact)}) are intact; free space or fix the permissions '
         'and rerun the same command to resume.') from error
 
 
-def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  workdir_lib.atomic_write(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_json(indent=2))
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (DIR/config.json); fields added to the code since then read as before."""
-  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'{path} not found: --workdir must be a directory written by training.')
-  with tf.io.gfile.GFile(path) as f:
-    tree = json.load(f)
-  for name, value in FIELDS_ADDED_LATER.items():
-    section, field = name.split('.')
-    tree.setdefault(section, {}).setdefault(field, value)
-  return ml_collections.ConfigDict(tree)
-
-
-def restore_variables(workdir: str, which: str | int = 'best') -> tuple[int, PyTree]:
+def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path,
+                      which: str | int = 'best') -> tuple[int, PyTree]:
   """Restores {'params', 'batch_stats'} as host arrays: 'best' (else latest), 'latest' or a step."""
-  workdir = os.path.abspath(workdir)
-  best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR),
-                               options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-  periodic = ocp.CheckpointManager(os.path.join(workdir, PERIODIC_DIR),
-                                   options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  best = ocp.CheckpointManager(best_dir, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  periodic = ocp.CheckpointManager(periodic_dir, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
   manager, step = _choose_checkpoint(best, periodic, which)
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/{PERIODIC_DIR} or {workdir}/{BEST_DIR}: '
+    raise FileNotFoundError(f'no checkpoint in {periodic_dir} or {best_dir}: '
                             'train first, or pass --workdir of a trained run.')
   try:
     restored = manager.restore(step, args=ocp.args.Composite(variables=ocp.args.StandardRestore()))
   except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
     raise CheckpointError(
         f'the checkpoint of step {step} in {manager.directory} cannot be restored: '
-        f'{workdir_lib.describe_error(error)}. Choose another with --config.eval.checkpoint=latest or a step '
+        f'{storage.describe_error(error)}. Choose another with --config.eval.checkpoint=latest or a step '
         f'number (saved steps: {sorted(set(periodic.all_steps()) | set(best.all_steps()))}).') from error
   return step, _to_host(restored['variables'])
 

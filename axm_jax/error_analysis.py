@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import app, flags
 
-from axm_jax import checkpointing, evaluate
+from axm_jax import evaluate, run
 from axm_jax.data import pipeline, synthetic
 
 
@@ -54,16 +54,15 @@ def format_counts(counts: FailureCounts) -> str:
 
 
 def analyse(workdir: str, split_name: str, checkpoint: str, data_dir: str) -> FailureCounts:
-  config = checkpointing.load_run_config(workdir)
+  config = run.load_config(run.RunDirectory(workdir))
   if config.data.name != 'synth_pedes':
     raise ValueError(f'error analysis needs SynthPedes attribute labels; the run in {workdir} has '
                      f'config.data.name = {config.data.name!r}')
   if data_dir:
     config.data.data_dir = data_dir
-  _, variables = checkpointing.restore_variables(workdir, checkpoint)
-  model, tokenizer = evaluate.load_model_and_tokenizer(config, workdir)
+  trained = run.open_trained(workdir, checkpoint, config)
   split = pipeline.load_split(config.data, split_name)
-  images, texts = evaluate.compute_embeddings(variables, model, split, tokenizer, config)
+  images, texts = evaluate.compute_embeddings(trained.variables, trained.model, split, trained.tokenizer, config)
   builder_config = pipeline.dataset_builder(config.data).builder_config
   records = {record.image_key: record
              for record in synthetic.generate_records(builder_config.size, builder_config.seed, split_name)}

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 import io
 import json
-import os
 from typing import Any
 
 import flax
@@ -28,17 +27,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
-from axm_jax import checkpointing
 from axm_jax import metrics
 from axm_jax import plots
+from axm_jax import run
+from axm_jax import storage
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
-from axm_jax.models import factory
 
-EVAL_DIR = 'eval'
 CMC_MAX_RANK = 20
 PICTURE_TOP_K = 10
 REID_PROTOCOLS = ('reid_v2v', 'reid_t2v', 'reid_vt2v')
@@ -198,60 +195,37 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split_n
 
   Returns the checkpoint's step and the flat metrics.
   """
-  step, variables = checkpointing.restore_variables(workdir, which)
-  model, tokenizer = load_model_and_tokenizer(config, workdir)
-  return step, _evaluate_and_report(config, workdir, step, variables, model, tokenizer, split_name)
+  trained = run.open_trained(workdir, which, config)
+  return trained.step, _evaluate_and_report(trained, split_name)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, float]]:
   """--mode=eval: evaluates checkpoint config.eval.checkpoint on every split of config.eval.splits.
 
-  Model and data come from the run's own config (DIR/config.json); the `eval` section and the machine-specific
-  data fields (data_dir, manual_dir, eval_batch_size) come from `config`.
+  Model and data come from the run's own config (config.json); the `eval` section and the machine-specific
+  data fields (data_dir, manual_dir, eval_batch_size) come from `config` (run.evaluation_config).
   """
-  run_config = evaluation_config(checkpointing.load_run_config(workdir), config)
-  step, variables = checkpointing.restore_variables(workdir, config.eval.checkpoint)
-  model, tokenizer = load_model_and_tokenizer(run_config, workdir)
-  return {split_name: _evaluate_and_report(run_config, workdir, step, variables, model, tokenizer, split_name)
-          for split_name in config.eval.splits}
+  trained = run.open_trained(workdir, config.eval.checkpoint, config)
+  return {split_name: _evaluate_and_report(trained, split_name) for split_name in config.eval.splits}
 
 
-def evaluation_config(run_config: ml_collections.ConfigDict,
-                      config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The run's config with the eval section and the data location / eval batch size of `config`."""
-  merged = ml_collections.ConfigDict(run_config.to_dict())
-  merged.eval = ml_collections.ConfigDict(config.eval.to_dict())
-  for field in ('data_dir', 'manual_dir', 'eval_batch_size'):
-    merged.data[field] = config.data[field]
-  return merged
-
-
-def load_model_and_tokenizer(config: ml_collections.ConfigDict,
-                             workdir: str) -> tuple[axm_net.AXMNet, tokenizer_lib.Tokenizer]:
-  """The run's model (class count from its label map) and its tokenizer."""
-  with tf.io.gfile.GFile(os.path.join(workdir, checkpointing.LABEL_MAP_FILE)) as f:
-    num_classes = len(json.load(f))
-  model = factory.build_model(config.model, num_classes=num_classes)
-  return model, tokenizer_lib.Tokenizer(os.path.join(workdir, checkpointing.TOKENIZER_FILE))
-
-
-def _evaluate_and_report(config: ml_collections.ConfigDict, workdir: str, step: int, variables: PyTree,
-                         model: axm_net.AXMNet, tokenizer: tokenizer_lib.Tokenizer,
-                         split_name: str) -> dict[str, float]:
-  """Evaluates one split; process 0 writes DIR/eval/<split>_<step>.json and pictures, and prints a table."""
+def _evaluate_and_report(trained: run.TrainedRun, split_name: str) -> dict[str, float]:
+  """Evaluates one split; process 0 writes eval/<split>_<step>.json and pictures, and prints a table."""
+  config, step = trained.config, trained.step
   split = pipeline.load_split(config.data, split_name)
-  statistics, images, texts = split_statistics(variables, model, split, tokenizer, config)
+  statistics, images, texts = split_statistics(trained.variables, trained.model, split, trained.tokenizer, config)
   flat = flat_metrics(statistics, config.eval.ranks, images)
   if jax.process_index() == 0:
-    prefix = os.path.join(workdir, EVAL_DIR, f'{split_name}_{step}')
-    tf.io.gfile.makedirs(os.path.dirname(prefix))
-    _write(prefix + '.json', json.dumps({'split': split_name, 'step': step, 'metrics': flat}, indent=2).encode())
+    report = lambda suffix: trained.directory.eval_report(split_name, step, suffix)
+    report('').parent.mkdir(parents=True, exist_ok=True)
+    storage.atomic_write(report('.json'), json.dumps({'split': split_name, 'step': step, 'metrics': flat},
+                                                     indent=2))
     print(format_table(statistics, config.eval.ranks, f'{split_name} split, checkpoint step {step}'))
     title = f'{config.data.name} {split_name}, step {step}'
-    _write(prefix + '_cmc.png', plots.cmc_png(
+    storage.atomic_write(report('_cmc.png'), plots.cmc_png(
         {name: metrics.cmc_curve(s, CMC_MAX_RANK) for name, s in statistics.items()}, f'CMC, {title}'))
     if config.eval.num_picture_queries > 0:
-      _write(prefix + '_retrievals.png', plots.retrievals_png(
+      storage.atomic_write(report('_retrievals.png'), plots.retrievals_png(
           picture_retrievals(split, images, texts, config.eval.num_picture_queries), f'T->V top-{PICTURE_TOP_K}, '
           f'{title}'))
   return flat
@@ -287,8 +261,3 @@ def picture_retrievals(split: pipeline.SplitData, images: Embeddings, texts: Emb
 
 def decode_image(encoded: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(encoded)).convert('RGB'))
-
-
-def _write(path: str, content: bytes) -> None:
-  with tf.io.gfile.GFile(path, 'wb') as f:
-    f.write(content)

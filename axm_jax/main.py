@@ -13,14 +13,15 @@ import tensorflow as tf
 from axm_jax import checkpointing
 from axm_jax import evaluate
 from axm_jax import preemption
+from axm_jax import run
+from axm_jax import storage
 from axm_jax import train
-from axm_jax import workdir as workdir_lib
 
 # Errors that say what to fix; shown as one message, without a traceback.
-USER_ERRORS = (checkpointing.CheckpointError, workdir_lib.StorageError, workdir_lib.WorkdirLockedError,
-               workdir_lib.ConfigMismatchError)
+USER_ERRORS = (checkpointing.CheckpointError, storage.StorageError, run.WorkdirLockedError, run.ConfigMismatchError)
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.', required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (a local path or gs://bucket/dir): checkpoints, '
+                               'logs, results.', required=True)
 _MODE = flags.DEFINE_enum('mode', 'train_and_eval', ['train_and_eval', 'train', 'eval'],
                           'train_and_eval: train, select on val, test the best checkpoint once; '
                           'train: train with val selection only; eval: evaluate a saved checkpoint.')
@@ -53,13 +54,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 class _LibraryInfoFilter(pylogging.Filter):
-  """Drops the INFO chatter of orbax and TFDS, and orbax's notes on the read-only managers that evaluation opens."""
+  """Drops the INFO chatter of orbax, TFDS and fsspec, and orbax's notes on the read-only managers of evaluation."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     if '/orbax/' in record.pathname and 'read only' in record.getMessage().replace('_', ' '):
       return False
     return record.levelno >= pylogging.WARNING or not any(
-        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
+        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/', '/fsspec/', '/gcsfs/'))
 
 
 def enable_compilation_cache() -> None:

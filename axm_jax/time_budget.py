@@ -2,38 +2,34 @@
 
 The steps of the learning-rate warm-up (whose rates do not depend on the run's length) are timed; then
 num_steps = the warm-up steps + the steps that fit in the rest of the budget at the measured rate, and that count
-is recorded in DIR/time_budget.json. From there the run is a step-count run of that length: the cosine schedule,
+is recorded in the run's time_budget.json. From there the run is a step-count run of that length: the cosine schedule,
 evaluation, checkpoints and resume depend on the step count only, so a resumed run reads the recorded count and the
 result is deterministic given it. The budget covers the training loop from its first step (the first step's
 compilation, and once more for the program of the final length); start-up, evaluation and checkpoint saves are
 not in the estimate.
 """
 import json
-import os
 import time
 from typing import Any
 
 from absl import logging
 import jax
 import ml_collections
-import tensorflow as tf
 
-from axm_jax import workdir as workdir_lib
-
-FILE = 'time_budget.json'
+from axm_jax import run
+from axm_jax import storage
 
 
 def enabled(config: ml_collections.ConfigDict) -> bool:
   return config.train.time_budget_minutes > 0
 
 
-def recorded_steps(config: ml_collections.ConfigDict, workdir: str) -> int | None:
+def recorded_steps(config: ml_collections.ConfigDict, directory: run.RunDirectory) -> int | None:
   """The step count this budget run's budget was turned into, once it has been."""
-  path = os.path.join(workdir, FILE)
-  if not enabled(config) or not tf.io.gfile.exists(path):
+  path = directory.time_budget
+  if not enabled(config) or not path.exists():
     return None
-  with tf.io.gfile.GFile(path) as f:
-    record = json.load(f)
+  record = json.loads(path.read_text())
   logging.info('Time budget of %.4g minutes: %d steps, as measured when the run started (%s).',
                record['time_budget_minutes'], record['num_steps'], path)
   return int(record['num_steps'])
@@ -69,8 +65,8 @@ class Calibration:
     return self.last_step + max(int(rate * remaining), 1)  # at least one step after the warm-up
 
 
-def record(workdir: str, config: ml_collections.ConfigDict, num_steps: int) -> None:
-  workdir_lib.atomic_write(os.path.join(workdir, FILE), json.dumps(
+def record(directory: run.RunDirectory, config: ml_collections.ConfigDict, num_steps: int) -> None:
+  storage.atomic_write(directory.time_budget, json.dumps(
       {'time_budget_minutes': config.train.time_budget_minutes, 'num_steps': num_steps}, indent=2))
   logging.info('Time budget of %.4g minutes: %d steps at the measured rate.', config.train.time_budget_minutes,
                num_steps)

@@ -6,9 +6,6 @@ checkpoint of step N reproduces the uninterrupted run bit for bit.
 """
 import contextlib
 import functools
-import json
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -19,20 +16,19 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from axm_jax import checkpointing
 from axm_jax import evaluate
 from axm_jax import preemption
+from axm_jax import run
+from axm_jax import storage
+from axm_jax import summaries
 from axm_jax import time_budget
 from axm_jax import train_step as train_step_lib
-from axm_jax import workdir as workdir_lib
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import factory
 
-METRICS_FILE = 'metrics.jsonl'
 BARRIER_TIMEOUT_S = 3600  # a dataset build may take this long
 
 
@@ -48,39 +44,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   validate_config(config)
   is_writer = jax.process_index() == 0
+  directory = run.RunDirectory(workdir)
   if is_writer:
-    workdir_lib.ensure_writable(workdir)
-    workdir_lib.check_config_compatible(workdir, config)
-  with workdir_lib.exclusive_run(workdir) if is_writer else contextlib.nullcontext():
-    results = _train(config, workdir, is_writer)
+    storage.ensure_writable(directory.root)
+    run.check_config_compatible(directory, config)
+  with run.exclusive_run(directory) if is_writer else contextlib.nullcontext():
+    results = _train(config, directory, is_writer)
     if evaluate_test:
       best_step, results['test'] = evaluate.evaluate_checkpoint(config, workdir, 'test', 'best')
       if is_writer:
-        record_metrics(workdir, best_step, 'test', results['test'])
+        run.record_metrics(directory, best_step, 'test', results['test'])
   return results
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, is_writer: bool) -> dict[str, dict[str, float]]:
+def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
+           is_writer: bool) -> dict[str, dict[str, float]]:
   if is_writer:
-    checkpointing.save_run_config(workdir, config)
-  recorded_steps = time_budget.recorded_steps(config, workdir)
+    run.save_config(directory, config)
+  recorded_steps = time_budget.recorded_steps(config, directory)
   if recorded_steps is not None:
     config = time_budget.with_num_steps(config, recorded_steps)
   _prepare_dataset_once(config)
   train_split = pipeline.load_split(config.data, 'train')
-  tokenizer = prepare_tokenizer(config, workdir, train_split)
+  tokenizer = prepare_tokenizer(config, directory, train_split)
   _, label_map = pipeline.class_labels(train_split.person_ids)
   if is_writer:
-    workdir_lib.atomic_write(os.path.join(workdir, checkpointing.LABEL_MAP_FILE),
-                             json.dumps({str(k): int(v) for k, v in label_map.items()}, indent=2))
+    run.save_label_map(directory, label_map)
   model = factory.build_model(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
   state = train_step_lib.create_state(config, model, train_step_lib.make_optimizer(config), tokenizer.vocabulary())
-  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
+  checkpoints = directory.checkpoints(config.train.keep_checkpoints)
   try:
-    state = _resume(checkpoints, state, workdir, is_writer)
+    state = _resume(checkpoints, state, directory, is_writer)
     calibration = (time_budget.Calibration(config, int(state.step))
                    if time_budget.enabled(config) and recorded_steps is None else None)
-    return {'val': _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoints, is_writer,
+    return {'val': _train_loop(config, directory, model, state, train_split, tokenizer, checkpoints, is_writer,
                                calibration)}
   finally:
     checkpoints.close()
@@ -93,7 +90,7 @@ def _compiled_step(config: ml_collections.ConfigDict, model: Any) -> Any:
   return jax.pmap(step, axis_name=train_step_lib.AXIS, donate_argnums=(0,))
 
 
-def _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoints, is_writer,
+def _train_loop(config, directory, model, state, train_split, tokenizer, checkpoints, is_writer,
                 calibration) -> dict[str, float]:
   """Runs steps from state.step to config.train.num_steps; returns the last val metrics."""
   val_split = pipeline.load_split(config.data, 'val')
@@ -102,11 +99,11 @@ def _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoin
   batches = pipeline.train_batches(
       train_split, tokenizer, config.data, config.train.seed, start_step, jax.local_device_count(),
       jax.process_index(), jax.process_count())
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'tb')) if is_writer else None
+  writer = summaries.SummaryWriter(directory.tensorboard) if is_writer else None
   progress = Progress(start_step, config.train.num_steps)
   replicated = train_step_lib.replicate(state)
   val_metrics, pending = {}, None
-  with preemption.PreemptionWatcher() as watcher:
+  with preemption.PreemptionWatcher() as watcher, contextlib.closing(writer) if writer else contextlib.nullcontext():
     while step < config.train.num_steps:
       step += 1
       replicated, terms = p_train_step(replicated, next(batches))
@@ -115,22 +112,22 @@ def _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoin
       if calibration is not None and step in (start_step + 1, calibration.last_step):
         calibration.observe(step, terms)
         if step == calibration.last_step:
-          config = time_budget.with_num_steps(config, _budget_steps(calibration, config, workdir, is_writer))
+          config = time_budget.with_num_steps(config, _budget_steps(calibration, config, directory, is_writer))
           p_train_step, progress = _compiled_step(config, model), Progress(step, config.train.num_steps)
           calibration = None
       if step % config.train.log_every == 0 or step == config.train.num_steps:
         scalars = _host_scalars(terms, config, step)
         if is_writer:
           progress.log(step, scalars)
-          _write_scalars(writer, step, scalars)
+          writer.write_scalars(step, scalars)
       if step % config.train.eval_every == 0 or step == config.train.num_steps:
         _check_finite(pending, step, checkpoints)
         host_state = _unreplicate(replicated)
         val_metrics = evaluate.evaluate_split(host_state.variables, model, val_split, tokenizer, config)
         checkpoints.save_if_best(step, host_state.variables, val_metrics)
         if is_writer:
-          record_metrics(workdir, step, 'val', val_metrics)
-          _write_scalars(writer, step, {f'val/{k}': v for k, v in val_metrics.items()})
+          run.record_metrics(directory, step, 'val', val_metrics)
+          writer.write_scalars(step, {f'val/{k}': v for k, v in val_metrics.items()})
       if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
         _check_finite(pending, step, checkpoints)
         checkpoints.save(step, *_host_training_state(replicated))
@@ -138,19 +135,19 @@ def _train_loop(config, workdir, model, state, train_split, tokenizer, checkpoin
         _check_finite(pending, step, checkpoints)
         checkpoints.save(step, *_host_training_state(replicated))
         logging.warning('preempted at step %d: saved its checkpoint in %s; rerun the same command to resume.',
-                        step, os.path.join(workdir, checkpointing.PERIODIC_DIR))
+                        step, directory.periodic_checkpoints)
         raise preemption.Preempted(step, watcher.signal_number)
   return val_metrics
 
 
-def _budget_steps(calibration: time_budget.Calibration, config: ml_collections.ConfigDict, workdir: str,
-                  is_writer: bool) -> int:
+def _budget_steps(calibration: time_budget.Calibration, config: ml_collections.ConfigDict,
+                  directory: run.RunDirectory, is_writer: bool) -> int:
   """The measured step count, the same on every process (process 0's), recorded by the writer."""
   num_steps = calibration.num_steps()
   if jax.process_count() > 1:
     num_steps = int(multihost_utils.broadcast_one_to_all(np.int32(num_steps)))
   if is_writer:
-    time_budget.record(workdir, config, num_steps)
+    time_budget.record(directory, config, num_steps)
   return num_steps
 
 
@@ -211,28 +208,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'be >= 2, got {config.optim.warmup_steps}.')
 
 
-def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
+def prepare_tokenizer(config: ml_collections.ConfigDict, directory: run.RunDirectory,
                       train_split: pipeline.SplitData) -> tokenizer_lib.Tokenizer:
   """Loads the run's tokenizer, training it on the train captions the first time (deterministic)."""
-  path = os.path.join(workdir, checkpointing.TOKENIZER_FILE)
-  if not tf.io.gfile.exists(path):
-    local = os.path.join(tempfile.mkdtemp(), checkpointing.TOKENIZER_FILE)
-    tokenizer_lib.train_tokenizer(
-        (c for captions in train_split.captions for c in captions), config.data.vocab_size, local)
-    if jax.process_index() == 0:
-      tf.io.gfile.copy(local, path, overwrite=True)
-    return tokenizer_lib.Tokenizer(local)
-  return tokenizer_lib.Tokenizer(path)
-
-
-def record_metrics(workdir: str, step: int, split: str, metrics: dict[str, float]) -> None:
-  """Adds one evaluation to DIR/metrics.jsonl (rewritten whole, so a full disk cannot leave half a line)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  earlier = ''
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      earlier = f.read()
-  workdir_lib.atomic_write(path, earlier + json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+  tokenizer = run.load_tokenizer(directory)
+  if tokenizer is not None:
+    return tokenizer
+  model_proto = tokenizer_lib.train_tokenizer(
+      (c for captions in train_split.captions for c in captions), config.data.vocab_size)
+  if jax.process_index() == 0:
+    run.save_tokenizer(directory, model_proto)
+  return tokenizer_lib.Tokenizer(model_proto)
 
 
 class Progress:
@@ -252,7 +238,7 @@ class Progress:
                  time.strftime('%H:%M:%S', time.gmtime(eta)))
 
 
-def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainState, workdir: str,
+def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainState, directory: run.RunDirectory,
             is_writer: bool) -> train_step_lib.TrainState:
   """Restores the newest checkpoint that restores, if any, and drops metrics logged after it."""
   restored = checkpoints.restore_latest(state.variables, state.opt_state, is_writer)
@@ -261,21 +247,11 @@ def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainS
   if restored is None:
     return state
   step, variables, opt_state = restored
-  logging.info('Resuming from the checkpoint of step %d in %s.', step, workdir)
+  logging.info('Resuming from the checkpoint of step %d in %s.', step, directory)
   if is_writer:
-    _truncate_metrics(os.path.join(workdir, METRICS_FILE), step)
+    run.truncate_metrics(directory, step)
   return train_step_lib.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
                                    batch_stats=variables['batch_stats'], opt_state=opt_state)
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-  """Keeps the val rows up to `last_step`; the test row is written again when the resumed run ends."""
-  if not tf.io.gfile.exists(path):
-    return
-  with tf.io.gfile.GFile(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  kept = [json.dumps(row) + '\n' for row in rows if row['split'] != 'test' and row['step'] <= last_step]
-  workdir_lib.atomic_write(path, ''.join(kept))
 
 
 def _check_finite(terms: dict[str, jnp.ndarray] | None, step: int,
@@ -295,15 +271,6 @@ def _host_scalars(terms: dict[str, jnp.ndarray], config: ml_collections.ConfigDi
   scalars = {k: float(v[0]) for k, v in terms.items()}
   scalars['lr'] = float(train_step_lib.make_schedule(config)(step))
   return scalars
-
-
-def _write_scalars(writer: Any, step: int, scalars: dict[str, float]) -> None:
-  """Scalar summaries as raw Summary protos: TensorBoard reads them, and TF needs no tensorboard package."""
-  summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=value)
-                                       for name, value in scalars.items()])
-  with writer.as_default(step=step):
-    tf.summary.experimental.write_raw_pb(summary.SerializeToString())
-  writer.flush()
 
 
 def _unreplicate(replicated: train_step_lib.TrainState) -> train_step_lib.TrainState:

@@ -3,7 +3,6 @@
   python -m benchmarks.pipeline_throughput [--data_dir=DIR] [--steps=50]
 """
 import os
-import tempfile
 import time
 
 from absl import app, flags
@@ -24,10 +23,7 @@ def main(argv) -> None:
   if _DATA_DIR.value:
     data_config.data_dir = _DATA_DIR.value
   split = pipeline.load_split(data_config, 'train')
-  with tempfile.TemporaryDirectory() as directory:
-    model_path = os.path.join(directory, 'tokenizer.model')
-    train_tokenizer(pipeline.flat_captions(split), data_config.vocab_size, model_path)
-    tokenizer = Tokenizer(model_path)
+  tokenizer = Tokenizer(train_tokenizer(pipeline.flat_captions(split), data_config.vocab_size))
   batches = pipeline.train_batches(split, tokenizer, data_config, seed=0, start_step=0, num_devices=_DEVICES.value)
   for _ in range(_WARMUP.value):
     next(batches)

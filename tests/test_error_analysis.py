@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from axm_jax import checkpointing, error_analysis
+from axm_jax import error_analysis, run
 from configs import synthetic
 
 
@@ -28,7 +28,7 @@ def test_count_failures_counts_contradicted_and_stated_facts():
 def test_runs_without_attribute_labels_are_rejected(tmp_path):
   config = synthetic.get_config('smoke')
   config.data.name = 'cuhk_pedes'
-  checkpointing.save_run_config(str(tmp_path), config)
+  run.save_config(run.RunDirectory(tmp_path), config)
   with pytest.raises(ValueError, match=r"needs SynthPedes attribute labels; the run in .* has config\.data\.name = "
                                        r"'cuhk_pedes'$"):
     error_analysis.analyse(str(tmp_path), 'test', 'best', '')

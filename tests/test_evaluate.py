@@ -2,7 +2,6 @@
 import io
 import json
 import os
-import pathlib
 import sys
 
 import flax
@@ -16,6 +15,7 @@ from axm_jax import checkpointing
 from axm_jax import evaluate
 from axm_jax import metrics
 from axm_jax import plots
+from axm_jax import run
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
@@ -111,7 +111,7 @@ def test_evaluation_config_takes_eval_section_and_data_location_from_command_lin
   config = synthetic.get_config()
   config.eval.splits = ('val', 'test')
   config.data.data_dir = '/elsewhere'
-  merged = evaluate.evaluation_config(run_config, config)
+  merged = run.evaluation_config(run_config, config)
   assert merged.model.width == 0.5 and merged.data.image_size == (64, 32)
   assert merged.eval.splits == ('val', 'test') and merged.data.data_dir == '/elsewhere'
   assert merged.data.eval_batch_size == config.data.eval_batch_size
@@ -189,17 +189,16 @@ def random_variables(model, config, seed=0):
 
 
 @pytest.fixture(scope='module')
-def tiny(tfds_dir, tmp_path_factory):
-  """(config, model, variables, test split, tokenizer, its path): the smoke config, random variables."""
+def tiny(tfds_dir):
+  """(config, model, variables, test split, tokenizer, its model bytes): the smoke config, random variables."""
   config = synthetic.get_config('smoke')
   config.data.data_dir = str(tfds_dir)
   train_split = pipeline.load_split(config.data, 'train')
-  tokenizer_path = str(tmp_path_factory.mktemp('tokenizer') / 'tokenizer.model')
-  tokenizer_lib.train_tokenizer(pipeline.flat_captions(train_split), config.data.vocab_size, tokenizer_path)
+  model_proto = tokenizer_lib.train_tokenizer(pipeline.flat_captions(train_split), config.data.vocab_size)
   model = axm_net.AXMNet(config.model, num_classes=NUM_CLASSES)
   split = pipeline.load_split(config.data, 'test')
-  return (config, model, random_variables(model, config), split, tokenizer_lib.Tokenizer(tokenizer_path),
-          tokenizer_path)
+  return (config, model, random_variables(model, config), split, tokenizer_lib.Tokenizer(model_proto),
+          model_proto)
 
 
 def single_device_embeddings(model, variables, split, tokenizer, config):
@@ -309,11 +308,12 @@ def test_cmc_png_and_retrievals_png():
 
 
 def test_evaluate_writes_json_table_and_pictures(tiny, tmp_path, capsys):
-  config, model, variables, split, tokenizer, tokenizer_path = tiny
-  checkpointing.save_run_config(str(tmp_path), config)
-  (tmp_path / checkpointing.LABEL_MAP_FILE).write_text(json.dumps({str(k): k for k in range(NUM_CLASSES)}))
-  (tmp_path / checkpointing.TOKENIZER_FILE).write_bytes(pathlib.Path(tokenizer_path).read_bytes())
-  checkpoints = checkpointing.Checkpoints(str(tmp_path), keep=1)
+  config, model, variables, split, tokenizer, model_proto = tiny
+  directory = run.RunDirectory(tmp_path)
+  run.save_config(directory, config)
+  run.save_label_map(directory, {k: k for k in range(NUM_CLASSES)})
+  run.save_tokenizer(directory, model_proto)
+  checkpoints = directory.checkpoints(keep=1)
   checkpoints.save_if_best(7, variables, {checkpointing.BEST_METRIC: 1.0})
   checkpoints.close()
   eval_config = synthetic.get_config('smoke')

@@ -20,8 +20,9 @@ import pytest
 
 from axm_jax import checkpointing
 from axm_jax import evaluate
+from axm_jax import run
+from axm_jax import storage
 from axm_jax import train
-from axm_jax import workdir as workdir_lib
 from conftest import REPO, SMOKE_CONFIG, read_jsonl, run_main
 
 sys.path.insert(0, str(REPO / 'configs'))
@@ -63,8 +64,8 @@ def _saving(workdir: pathlib.Path) -> bool:
 
 def _assert_same_run(workdir: pathlib.Path, reference: pathlib.Path) -> None:
   for which in ('latest', 'best'):
-    step, variables = checkpointing.restore_variables(str(workdir), which)
-    reference_step, reference_variables = checkpointing.restore_variables(str(reference), which)
+    step, variables = run.RunDirectory(str(workdir)).restore_variables(which)
+    reference_step, reference_variables = run.RunDirectory(str(reference)).restore_variables(which)
     assert step == reference_step
     assert jax.tree.structure(variables) == jax.tree.structure(reference_variables)
     for leaf, reference_leaf in zip(jax.tree.leaves(variables), jax.tree.leaves(reference_variables)):
@@ -99,7 +100,7 @@ def test_kill_9_at_seeded_moments_then_sigterm_ends_like_the_uninterrupted_run(s
   assert len(stopped) == 1 and 'rerun the same command to resume' in stopped[0], stderr[-3000:]
   stopped_step = int(stopped[0].split('preempted at step ')[1].split(':')[0])
   assert stopped_step in _steps(preempted) and stopped_step < 6
-  assert not (preempted / workdir_lib.LOCK_FILE).exists()
+  assert not (preempted / 'run.lock').exists()
   for workdir in (tmp_path, preempted):
     run_main(workdir, tfds_dir)
     _assert_same_run(workdir, smoke_run)
@@ -131,7 +132,7 @@ def test_a_truncated_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the
   warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
   assert any(m.startswith(f'The checkpoint of step 6 in {workdir}/checkpoints cannot be restored (') and
              m.endswith('trying the one before.') for m in warnings), warnings
-  assert (workdir / checkpointing.DAMAGED_DIR / '6').exists()
+  assert (workdir / 'checkpoints_damaged' / '6').exists()
   assert 'Resuming from the checkpoint of step 4' in caplog.text
   _assert_same_run(workdir, smoke_run)
 
@@ -161,31 +162,31 @@ def test_a_config_that_changes_the_model_or_data_is_refused_before_any_restore(s
   config.model.width = 0.125
   config.data.image_size = (32, 16)
   before = {path: path.stat().st_mtime_ns for path in workdir.rglob('*')}
-  with pytest.raises(workdir_lib.ConfigMismatchError) as error:
+  with pytest.raises(run.ConfigMismatchError) as error:
     train.train_and_evaluate(config, str(workdir))
   assert str(error.value).splitlines()[1:3] == [
       "  config.data.image_size: [64, 32] in the workdir, [32, 16] now",
       "  config.model.width: 0.0625 in the workdir, 0.125 now"]
   assert {path: path.stat().st_mtime_ns for path in workdir.rglob('*')} == before
-  workdir_lib.check_config_compatible(str(workdir), _smoke_config(tfds_dir, num_steps=9, eval_every=4))
+  run.check_config_compatible(run.RunDirectory(workdir), _smoke_config(tfds_dir, num_steps=9, eval_every=4))
   assert 'config.train.num_steps changed from 6 to 9' in caplog.text
   assert 'config.train.eval_every changed from 3 to 4' in caplog.text
 
 
 def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(tfds_dir, tmp_path, caplog):
-  with workdir_lib.exclusive_run(str(tmp_path)):
+  with run.exclusive_run(run.RunDirectory(tmp_path)):
     second = run_main(tmp_path, tfds_dir, check=False)
     assert second.returncode == 1
     assert (f'FATAL {tmp_path} is in use by another run (host {os.uname().nodename}, pid {os.getpid()}, started '
             in second.stderr)
     assert not (tmp_path / 'checkpoints').exists()
-  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
+  assert not (tmp_path / 'run.lock').exists()
   dead = subprocess.Popen([sys.executable, '-c', 'pass'])
   dead.wait()
-  (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(
+  (tmp_path / 'run.lock').write_text(json.dumps(
       {'host': os.uname().nodename, 'pid': dead.pid, 'process_start': 1, 'heartbeat': time.time()}))
-  with workdir_lib.exclusive_run(str(tmp_path)):
-    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())['pid'] == os.getpid()
+  with run.exclusive_run(run.RunDirectory(tmp_path)):
+    assert json.loads((tmp_path / 'run.lock').read_text())['pid'] == os.getpid()
   assert f'(host {os.uname().nodename}, pid {dead.pid})' in caplog.text and 'stale lock' in caplog.text
 
 
@@ -204,19 +205,19 @@ def small_filesystem(tmp_path):
 def test_read_only_and_full_storage_name_the_path_and_keep_the_checkpoints(smoke_run, tfds_dir, small_filesystem):
   workdir = _copy_run(smoke_run, small_filesystem / 'run')
   shutil.rmtree(workdir / 'checkpoints' / '6')  # the resumed run must save step 6 again
-  before = checkpointing.restore_variables(str(workdir), 'latest')
+  before = run.RunDirectory(str(workdir)).restore_variables('latest')
   subprocess.run(['mount', '-o', 'remount,ro', str(small_filesystem)], check=True)
-  with pytest.raises(workdir_lib.StorageError, match=rf'cannot write to the workdir {workdir}: Read-only file '):
+  with pytest.raises(storage.StorageError, match=rf'cannot write to the workdir {workdir}: Read-only file '):
     train.train_and_evaluate(_smoke_config(tfds_dir), str(workdir))
   subprocess.run(['mount', '-o', 'remount,rw', str(small_filesystem)], check=True)
   filler = small_filesystem / 'filler'
   with open(filler, 'wb') as f:  # leave 16 KiB: small files fit, a checkpoint does not
     free = os.statvfs(small_filesystem).f_bavail * os.statvfs(small_filesystem).f_frsize
     f.write(b'\0' * max(free - 16 * 1024, 0))
-  with pytest.raises(workdir_lib.StorageError, match=rf'cannot (save the checkpoint of step \d+ in|write) {workdir}'):
+  with pytest.raises(storage.StorageError, match=rf'cannot (save the checkpoint of step \d+ in|write) {workdir}'):
     train.train_and_evaluate(_smoke_config(tfds_dir), str(workdir))
   filler.unlink()
-  after = checkpointing.restore_variables(str(workdir), 'latest')
+  after = run.RunDirectory(str(workdir)).restore_variables('latest')
   assert after[0] == before[0] == 4
   for leaf, earlier in zip(jax.tree.leaves(after[1]), jax.tree.leaves(before[1])):
     np.testing.assert_array_equal(leaf, earlier)
@@ -227,12 +228,12 @@ def test_a_run_saved_before_newer_config_fields_still_loads_and_resumes(smoke_ru
   caplog.set_level(logging.INFO, logger='absl')
   workdir = _copy_run(smoke_run, tmp_path / 'run')
   saved = json.loads((workdir / 'config.json').read_text())
-  for name in checkpointing.FIELDS_ADDED_LATER:
+  for name in run.FIELDS_ADDED_LATER:
     section, field = name.split('.')
     del saved[section][field]
   (workdir / 'config.json').write_text(json.dumps(saved))
-  loaded = checkpointing.load_run_config(str(workdir))
+  loaded = run.load_config(run.RunDirectory(workdir))
   assert {name: loaded[name.split('.')[0]][name.split('.')[1]]
-          for name in checkpointing.FIELDS_ADDED_LATER} == checkpointing.FIELDS_ADDED_LATER
-  workdir_lib.check_config_compatible(str(workdir), _smoke_config(tfds_dir))
+          for name in run.FIELDS_ADDED_LATER} == run.FIELDS_ADDED_LATER
+  run.check_config_compatible(run.RunDirectory(workdir), _smoke_config(tfds_dir))
   assert "config.model.architecture is new since the run in" in caplog.text

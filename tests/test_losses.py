@@ -32,13 +32,15 @@ def numpy_id_loss(logits, labels, smoothing):
   return total / len(labels)
 
 
-def numpy_batch_hard(anchors, candidates, labels, margin):
-  """Loop over anchors: hardest positive (largest distance), hardest negative (smallest distance)."""
+def numpy_batch_hard(anchors, candidates, labels, margin, candidate_labels=None):
+  """Loop over anchors: hardest positive (largest distance), hardest negative (smallest distance); the mean runs
+  over the anchors that have both. `candidate_labels` defaults to `labels` (the pairs of one batch)."""
+  candidate_labels = labels if candidate_labels is None else candidate_labels
   distance = 1 - numpy_cosine(anchors, candidates)
   per_anchor = []
   for i, label in enumerate(labels):
-    positives = [distance[i, j] for j in range(len(labels)) if labels[j] == label]
-    negatives = [distance[i, j] for j in range(len(labels)) if labels[j] != label]
+    positives = [distance[i, j] for j in range(len(candidate_labels)) if candidate_labels[j] == label]
+    negatives = [distance[i, j] for j in range(len(candidate_labels)) if candidate_labels[j] != label]
     if positives and negatives:
       per_anchor.append(max(0.0, margin + max(positives) - min(negatives)))
   return sum(per_anchor) / max(len(per_anchor), 1)
@@ -97,7 +99,8 @@ def numpy_itc(image, text, labels, scale):
 @pytest.fixture
 def batch():
   rng = np.random.default_rng(0)
-  labels = np.array([0, 0, 1, 1, 2, 2, 3, 5])  # identity 3 and 5 have a single image: anchors without positives
+  # Identities 3 and 5 have a single image-text pair: the only positive of their anchors is their own pair.
+  labels = np.array([0, 0, 1, 1, 2, 2, 3, 5])
   size, dim, classes = len(labels), 6, 7
   return labels, {
       'global_visual': rng.normal(size=(size, dim)).astype(np.float32),
@@ -138,6 +141,19 @@ def test_batch_hard_triplet_picks_the_hardest_pairs():
   anchors = np.array([[1.0, 0.0]])
   loss = losses.batch_hard_triplet(anchors, candidates, np.array([0]), np.array([0, 0, 1, 1]), 0.3)
   np.testing.assert_allclose(loss, 0.3 + (1 - math.cos(math.pi / 2)) - (1 - math.cos(math.pi / 3)), rtol=1e-6)
+
+
+def test_batch_hard_triplet_mean_skips_anchors_without_a_positive(batch):
+  """Anchors whose identity is absent from the candidates add nothing and do not count in the mean."""
+  _, outputs = batch
+  anchor_labels = np.array([0, 0, 1, 1, 2, 2, 3, 5])
+  candidate_labels = np.array([0, 1, 1, 2, 2, 0, 0, 1])  # no identity 3 or 5: anchors 6 and 7 have no positive
+  image, text = outputs['global_visual'], outputs['text']
+  expected = numpy_batch_hard(image, text, anchor_labels, 0.3, candidate_labels)
+  # Six anchors count; dividing by all eight would give 3/4 of the value.
+  assert expected > 0.05
+  np.testing.assert_allclose(
+      losses.batch_hard_triplet(image, text, anchor_labels, candidate_labels, 0.3), expected, rtol=1e-5)
 
 
 def test_batch_hard_triplet_without_valid_anchors_is_zero():

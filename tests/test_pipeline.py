@@ -1,7 +1,6 @@
 """The pipeline on SynthPedes 'tiny': loading, identity-balanced batches, restarts, sharding, eval streams."""
 import io
 import itertools
-import os
 
 import numpy as np
 import PIL.Image
@@ -32,10 +31,8 @@ def splits(data_config) -> dict[str, pipeline.SplitData]:
 
 
 @pytest.fixture(scope='session')
-def tokenizer(splits, data_config, tmp_path_factory) -> Tokenizer:
-  path = os.path.join(str(tmp_path_factory.mktemp('workdir')), 'tokenizer.model')
-  train_tokenizer(pipeline.flat_captions(splits['train']), data_config.vocab_size, path)
-  return Tokenizer(path)
+def tokenizer(splits, data_config) -> Tokenizer:
+  return Tokenizer(train_tokenizer(pipeline.flat_captions(splits['train']), data_config.vocab_size))
 
 
 def _take(batches, count: int) -> list[dict]:

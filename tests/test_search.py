@@ -17,7 +17,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from axm_jax import checkpointing
+from axm_jax import run
 from axm_jax.data import pipeline
 from axm_jax.search import embed
 from axm_jax.search import images
@@ -54,7 +54,7 @@ class Gallery:
 @pytest.fixture(scope='module')
 def gallery(tmp_path_factory, smoke_run, tfds_dir) -> Gallery:
   """The smoke run's test images as files named <person id>_<n>.png (camera folders), two bad files, the index."""
-  config = checkpointing.load_run_config(str(smoke_run))
+  config = run.load_config(run.RunDirectory(smoke_run))
   config.data.data_dir = str(tfds_dir)
   split = pipeline.load_split(config.data, 'test')
   folder = tmp_path_factory.mktemp('gallery')

@@ -1,5 +1,4 @@
 """The sentencepiece tokenizer: special ids, case folding, fixed-length rows, truncation, masks."""
-import os
 
 import numpy as np
 import pytest
@@ -19,23 +18,21 @@ def captions() -> list[str]:
 
 
 @pytest.fixture(scope='session')
-def model_path(captions, tmp_path_factory) -> str:
-  path = os.path.join(str(tmp_path_factory.mktemp('tokenizer')), 'nested', 'tokenizer.model')
-  train_tokenizer(iter(captions), VOCAB_CEILING, path)
-  return path
+def model_proto(captions) -> bytes:
+  return train_tokenizer(iter(captions), VOCAB_CEILING)
 
 
 @pytest.fixture(scope='session')
-def tokenizer(model_path) -> Tokenizer:
-  return Tokenizer(model_path)
+def tokenizer(model_proto) -> Tokenizer:
+  return Tokenizer(model_proto)
 
 
-def test_writes_only_the_model_file(model_path):
-  assert os.listdir(os.path.dirname(model_path)) == ['tokenizer.model']
+def test_training_is_deterministic(captions, model_proto):
+  assert train_tokenizer(iter(captions), VOCAB_CEILING) == model_proto
 
 
-def test_special_ids_and_vocab_size(model_path, tokenizer):
-  processor = spm.SentencePieceProcessor(model_file=model_path)
+def test_special_ids_and_vocab_size(model_proto, tokenizer):
+  processor = spm.SentencePieceProcessor(model_proto=model_proto)
   assert [processor.id_to_piece(i) for i in (PAD_ID, UNK_ID, BOS_ID, EOS_ID)] == ['<pad>', '<unk>', '<s>', '</s>']
   assert (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id()) == (0, 1, 2, 3)
   assert tokenizer.vocab_size == processor.get_piece_size()
@@ -51,8 +48,8 @@ def test_vocabulary_lists_pieces_by_id(tokenizer):
                                                        '\u2581red', '\u2581shirt', '</s>']
 
 
-def test_encode_frames_pads_and_masks(model_path, tokenizer):
-  processor = spm.SentencePieceProcessor(model_file=model_path)
+def test_encode_frames_pads_and_masks(model_proto, tokenizer):
+  processor = spm.SentencePieceProcessor(model_proto=model_proto)
   texts = ['A man wearing a red shirt.', 'The woman carries a blue backpack and wears black jeans.', '']
   ids, mask = tokenizer.encode(texts, 24)
   assert ids.dtype == np.int32 and ids.shape == (3, 24)
@@ -80,8 +77,8 @@ def test_unknown_characters_map_to_unk(tokenizer):
   assert UNK_ID in ids[0, 1:-1].tolist()
 
 
-def test_truncation_keeps_bos_and_ends_with_eos(model_path, tokenizer):
-  processor = spm.SentencePieceProcessor(model_file=model_path)
+def test_truncation_keeps_bos_and_ends_with_eos(model_proto, tokenizer):
+  processor = spm.SentencePieceProcessor(model_proto=model_proto)
   text = 'a man wearing a red shirt, blue jeans, white shoes and a black backpack.'
   pieces = processor.encode(text, out_type=int)
   length = 6

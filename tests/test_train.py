@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from axm_jax import checkpointing
+from axm_jax import run
 from axm_jax import train
 from axm_jax.data import pipeline
 from conftest import REPO, SMOKE_CONFIG, assert_metrics_close, read_jsonl, run_main
@@ -23,8 +23,8 @@ import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _assert_same_variables(workdir_a, workdir_b, which='latest', atol=0.0):
-  step_a, variables_a = checkpointing.restore_variables(workdir_a, which)
-  step_b, variables_b = checkpointing.restore_variables(workdir_b, which)
+  step_a, variables_a = run.RunDirectory(workdir_a).restore_variables(which)
+  step_b, variables_b = run.RunDirectory(workdir_b).restore_variables(which)
   assert step_a == step_b
   leaves_a, tree_a = jax.tree.flatten(variables_a)
   leaves_b, tree_b = jax.tree.flatten(variables_b)
@@ -77,7 +77,7 @@ def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tfds_dir, tmp_path,
   with pytest.raises(train.NonFiniteLossError, match=r'training loss is nan at step 5; stopping\. '
                                                       r'The last good checkpoint \(step 4\) is kept'):
     train.train_and_evaluate(config, str(tmp_path))
-  step, variables = checkpointing.restore_variables(str(tmp_path), 'latest')
+  step, variables = run.RunDirectory(str(tmp_path)).restore_variables('latest')
   assert step == 4
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
 

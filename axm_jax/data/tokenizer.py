@@ -7,8 +7,6 @@ longer than the row keeps its bos, loses its last pieces and still ends with eos
 and eos.
 """
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -21,8 +19,8 @@ EOS_ID = 3
 MIN_LENGTH = 3  # bos, one piece, eos
 
 
-def train_tokenizer(captions: Iterable[str], vocab_size: int, model_path: str) -> None:
-  """Trains a BPE sentencepiece model on `captions` and writes it to `model_path`.
+def train_tokenizer(captions: Iterable[str], vocab_size: int) -> bytes:
+  """Trains a BPE sentencepiece model on `captions`; returns the serialized model (the bytes of tokenizer.model).
 
   `vocab_size` is a ceiling: a corpus too small for that many pieces gets fewer (hard_vocab_limit=False).
   """
@@ -31,18 +29,15 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int, model_path: str) -
       sentence_iterator=iter(captions), model_writer=model, model_type='bpe', vocab_size=vocab_size,
       hard_vocab_limit=False, normalization_rule_name='nmt_nfkc_cf', character_coverage=1.0, pad_id=PAD_ID,
       unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, num_threads=1, minloglevel=2)
-  directory = os.path.dirname(os.path.abspath(model_path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, delete=False) as file:
-    file.write(model.getvalue())
-  os.replace(file.name, model_path)
+  return model.getvalue()
 
 
 class Tokenizer:
   """Encodes captions into fixed-length id rows with a validity mask."""
 
-  def __init__(self, model_path: str):
-    self._processor = spm.SentencePieceProcessor(model_file=model_path)
+  def __init__(self, model_proto: bytes):
+    """`model_proto`: a serialized sentencepiece model, as train_tokenizer returns and tokenizer.model holds."""
+    self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
 
   @property
   def vocab_size(self) -> int:

@@ -6,7 +6,6 @@ Images go through the evaluation's own preprocessing (pipeline.eval_image_prepro
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -19,7 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from axm_jax import checkpointing
+from axm_jax import run
 from axm_jax import evaluate
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
@@ -36,7 +35,7 @@ class Model:
   workdir: str
   step: int
   config: ml_collections.ConfigDict
-  network: nn.Module  # evaluate.load_model_and_tokenizer's model
+  network: nn.Module  # run.open_trained's model
   tokenizer: tokenizer_lib.Tokenizer
   variables: Any
   fingerprint: str  # sha256 of config, tokenizer, label map and parameters: which model made an embedding
@@ -50,18 +49,15 @@ class Model:
 
 def load_model(workdir: str, checkpoint: str | int = 'best') -> Model:
   """The run's model at checkpoint 'best', 'latest' or a step, with its own config and tokenizer."""
-  workdir = os.path.abspath(workdir)
-  config = checkpointing.load_run_config(workdir)
-  step, variables = checkpointing.restore_variables(workdir, checkpoint)
-  network, tokenizer = evaluate.load_model_and_tokenizer(config, workdir)
-  digest = hashlib.sha256(config.to_json(sort_keys=True).encode())
-  for name in (checkpointing.TOKENIZER_FILE, checkpointing.LABEL_MAP_FILE):
-    with open(os.path.join(workdir, name), 'rb') as f:
-      digest.update(f.read())
-  for leaf in jax.tree.leaves(variables):
+  trained = run.open_trained(workdir, checkpoint)
+  digest = hashlib.sha256(trained.config.to_json(sort_keys=True).encode())
+  for path in (trained.directory.tokenizer, trained.directory.label_map):
+    digest.update(path.read_bytes())
+  for leaf in jax.tree.leaves(trained.variables):
     digest.update(np.ascontiguousarray(leaf).tobytes())
-  return Model(workdir=workdir, step=step, config=config, network=network, tokenizer=tokenizer,
-               variables=flax.jax_utils.replicate(variables), fingerprint=digest.hexdigest())
+  return Model(workdir=str(trained.directory), step=trained.step, config=trained.config, network=trained.model,
+               tokenizer=trained.tokenizer, variables=flax.jax_utils.replicate(trained.variables),
+               fingerprint=digest.hexdigest())
 
 
 def embed_files(model: Model, read: Callable[[int], bytes], count: int,
