@@ -71,10 +71,12 @@ def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
   if is_writer:
     run.save_label_map(directory, label_map)
   model = factory.build_model(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
-  state = train_step_lib.create_state(config, model, train_step_lib.make_optimizer(config), tokenizer.vocabulary())
+  optimizer = train_step_lib.make_optimizer(config)
   checkpoints = directory.checkpoints(config.train.keep_checkpoints)
   try:
-    state = _resume(checkpoints, state, directory, is_writer)
+    state = _resume(checkpoints, train_step_lib.abstract_state(config, model, optimizer), directory, is_writer)
+    if state is None:
+      state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary())
     calibration = (time_budget.Calibration(config, int(state.step))
                    if time_budget.enabled(config) and recorded_steps is None else None)
     return {'val': _train_loop(config, directory, model, state, train_split, tokenizer, checkpoints, is_writer,
@@ -238,14 +240,14 @@ class Progress:
                  time.strftime('%H:%M:%S', time.gmtime(eta)))
 
 
-def _resume(checkpoints: checkpointing.Checkpoints, state: train_step_lib.TrainState, directory: run.RunDirectory,
-            is_writer: bool) -> train_step_lib.TrainState:
-  """Restores the newest checkpoint that restores, if any, and drops metrics logged after it."""
-  restored = checkpoints.restore_latest(state.variables, state.opt_state, is_writer)
+def _resume(checkpoints: checkpointing.Checkpoints, targets: train_step_lib.TrainState,
+            directory: run.RunDirectory, is_writer: bool) -> train_step_lib.TrainState | None:
+  """The state of the newest checkpoint that restores into `targets` (None without one); drops later metrics."""
+  restored = checkpoints.restore_latest(targets.variables, targets.opt_state, is_writer)
   barrier('checkpoints checked')
   checkpoints.reload()
   if restored is None:
-    return state
+    return None
   step, variables, opt_state = restored
   logging.info('Resuming from the checkpoint of step %d in %s.', step, directory)
   if is_writer:

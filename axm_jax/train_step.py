@@ -55,17 +55,33 @@ def replicate(tree: Any) -> Any:
   return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
 
 
+def _init_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:
+  height, width = config.data.image_size
+  return (jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
+          jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool))
+
+
 def create_state(config: ml_collections.ConfigDict, model: nn.Module,
                  optimizer: optax.GradientTransformation, vocab: list[str]) -> TrainState:
   """Initialises parameters (optionally from pretrained files) and the optimizer state."""
-  height, width = config.data.image_size
   init = jax.jit(functools.partial(model.init, train=False))  # one compiled program, not thousands of ops
-  variables = init(
-      jax.random.PRNGKey(config.train.seed), jnp.zeros((1, height, width, 3)),
-      jnp.zeros((1, config.data.text_length), jnp.int32), jnp.ones((1, config.data.text_length), bool))
-  variables = pretrained.load_pretrained(flax.core.unfreeze(variables), config.model, vocab)
+  variables = pretrained.load_pretrained(flax.core.unfreeze(init(*_init_inputs(config))), config.model, vocab)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=jax.jit(optimizer.init)(variables['params']))
+
+
+def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
+                   optimizer: optax.GradientTransformation) -> TrainState:
+  """create_state's shapes and dtypes on the first local device, traced only (nothing compiles or runs).
+
+  A resumed run restores its checkpoint straight into these targets instead of initialising what it overwrites.
+  """
+  variables = jax.eval_shape(functools.partial(model.init, train=False), *_init_inputs(config))
+  state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
+                     batch_stats=variables['batch_stats'], opt_state=jax.eval_shape(optimizer.init,
+                                                                                    variables['params']))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), state)
 
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: nn.Module,

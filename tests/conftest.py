@@ -9,8 +9,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # Compiled programs are shared by the test processes (the main job runs in several subprocesses).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'axm_jax_test_xla_cache'))
 
+import fcntl
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +20,13 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = 'configs/synthetic.py:smoke'
+# The longest files first, so that `pytest -n 2 --dist loadfile` does not end on one long file.
+LONGEST_FIRST = ('test_faults.py', 'test_train.py', 'test_gcs.py', 'test_search.py', 'test_multi_device.py')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  rank = {name: number for number, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable within a file
 
 
 def run_main(workdir: pathlib.Path, data_dir: pathlib.Path, *flags: str, devices: int = 8,
@@ -45,9 +54,20 @@ def tfds_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope='session')
 def smoke_run(tmp_path_factory, tfds_dir) -> pathlib.Path:
-  """The smoke config trained and tested end to end by the main command on 8 devices."""
-  workdir = tmp_path_factory.mktemp('smoke_run')
-  run_main(workdir, tfds_dir)
+  """The smoke config trained and tested end to end by the main command on 8 devices (read-only for tests).
+
+  Under pytest-xdist the workers of one session share it: the first trains it, the others wait on a lock.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if 'PYTEST_XDIST_WORKER' in os.environ:
+    root = root.parent  # this session's folder, above the workers' own
+  workdir, done = root / 'smoke_run', root / 'smoke_run.done'
+  with open(root / 'smoke_run.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      run_main(workdir, tfds_dir)
+      done.touch()
   return workdir
 
 

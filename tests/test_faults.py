@@ -23,6 +23,7 @@ from axm_jax import evaluate
 from axm_jax import run
 from axm_jax import storage
 from axm_jax import train
+from axm_jax import train_step
 from conftest import REPO, SMOKE_CONFIG, read_jsonl, run_main
 
 sys.path.insert(0, str(REPO / 'configs'))
@@ -237,3 +238,14 @@ def test_a_run_saved_before_newer_config_fields_still_loads_and_resumes(smoke_ru
           for name in run.FIELDS_ADDED_LATER} == run.FIELDS_ADDED_LATER
   run.check_config_compatible(run.RunDirectory(workdir), _smoke_config(tfds_dir))
   assert "config.model.architecture is new since the run in" in caplog.text
+
+
+def test_a_resume_restores_into_abstract_targets_and_initialises_nothing(smoke_run, tfds_dir, tmp_path, monkeypatch):
+  workdir = _copy_run(smoke_run, tmp_path / 'run')
+
+  def initialise(*args, **kwargs):
+    raise AssertionError('a resumed run must not initialise the state it restores')
+
+  monkeypatch.setattr(train_step, 'create_state', initialise)
+  train.train_and_evaluate(_smoke_config(tfds_dir), str(workdir))
+  _assert_same_run(workdir, smoke_run)
