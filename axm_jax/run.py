@@ -185,8 +185,9 @@ def open_trained(workdir: str | os.PathLike, checkpoint: str | int = 'best',
   tokenizer = load_tokenizer(directory)
   if tokenizer is None:
     raise FileNotFoundError(f'{directory.tokenizer} not found: the run in {directory} has no tokenizer.')
-  return TrainedRun(directory=directory, config=config, model=factory.build_model(config.model, num_classes=num_classes),
-                    tokenizer=tokenizer, step=step, variables=variables)
+  model = factory.build_model(config.model, num_classes=num_classes)
+  return TrainedRun(directory=directory, config=config, model=model, tokenizer=tokenizer, step=step,
+                    variables=variables)
 
 
 # Starting or resuming training in a workdir.
