@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from axm_jax import evaluate, run
+from axm_jax import cli, evaluate, run
 from axm_jax.data import pipeline, synthetic
 
 
@@ -72,16 +72,22 @@ def analyse(workdir: str, split_name: str, checkpoint: str, data_dir: str) -> Fa
                         labels_by_id)
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of a finished SynthPedes run.', required=True)
-_SPLIT = flags.DEFINE_enum('split', 'test', list(synthetic.SPLITS), 'Split to analyse.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-_DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir, when not the one the run used.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags, defined by its __main__ block only, so that tests import the functions above."""
+  flags.DEFINE_string('workdir', None, 'Directory of a finished SynthPedes run.', required=True)
+  flags.DEFINE_enum('split', 'test', list(synthetic.SPLITS), 'Split to analyse.')
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  flags.DEFINE_string('data_dir', '', 'TFDS data dir, when not the one the run used.')
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  print(format_counts(analyse(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _DATA_DIR.value)))
+  print(format_counts(analyse(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint, FLAGS.data_dir)))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  cli.run(main)

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from axm_jax import encoders
 from axm_jax import metrics
 from axm_jax import plots
 from axm_jax import run
@@ -41,7 +42,6 @@ PICTURE_TOP_K = 10
 REID_PROTOCOLS = ('reid_v2v', 'reid_t2v', 'reid_vt2v')
 
 PyTree = Any
-Encoder = Callable[..., jax.Array]  # pmapped (replicated variables, *inputs) -> [devices, batch, E]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Embeddings:
   image_index: np.ndarray  # int64 [N], the split image each row shows or describes
 
 
-def extract_embeddings(encode: Encoder, variables: PyTree, batches: Iterable[dict[str, np.ndarray]],
+def extract_embeddings(encode: encoders.Encoder, variables: PyTree, batches: Iterable[dict[str, np.ndarray]],
                        input_keys: tuple[str, ...]) -> Embeddings:
   """Runs a pmapped encoder over a padded stream and keeps the valid rows, ordered by the stream's `index`.
 
@@ -81,32 +81,11 @@ def extract_embeddings(encode: Encoder, variables: PyTree, batches: Iterable[dic
                     image_index=pick(image_index))
 
 
-def make_encoders(model: axm_net.AXMNet) -> tuple[Encoder, Encoder]:
-  """(image encoder, text encoder), pmapped over the local devices; compiled once per model definition."""
-  key = (model.config.to_json_best_effort(sort_keys=True), model.num_classes, model.axis_name)
-  if key not in _ENCODERS:
-
-    def encode_image(variables, image):
-      outputs = model.apply(variables, image, method='encode_image')
-      return outputs['image_embedding'].astype(jnp.float32)
-
-    def encode_text(variables, text_ids, text_mask):
-      outputs = model.apply(variables, text_ids, text_mask, method='encode_text')
-      return outputs['text_embedding'].astype(jnp.float32)
-
-    _ENCODERS[key] = (jax.pmap(encode_image, axis_name=model.axis_name),
-                      jax.pmap(encode_text, axis_name=model.axis_name))
-  return _ENCODERS[key]
-
-
-_ENCODERS: dict[tuple[str, int, str | None], tuple[Encoder, Encoder]] = {}
-
-
 def compute_embeddings(variables: PyTree, model: axm_net.AXMNet, split: pipeline.SplitData,
                        tokenizer: tokenizer_lib.Tokenizer,
                        config: ml_collections.ConfigDict) -> tuple[Embeddings, Embeddings]:
   """(image embeddings of the gallery stream, text embeddings of the query stream) of one split."""
-  encode_image, encode_text = make_encoders(model)
+  encode_image, encode_text = encoders.make_encoders(model)
   replicated = flax.jax_utils.replicate(variables)
   batch_size, devices = config.data.eval_batch_size, jax.local_device_count()
   images = extract_embeddings(
@@ -206,6 +185,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[
   data fields (data_dir, manual_dir, eval_batch_size) come from `config` (run.evaluation_config).
   """
   trained = run.open_trained(workdir, config.eval.checkpoint, config)
+  encoders.precompile_encoders(trained.model, trained.variables, trained.config.data)
   return {split_name: _evaluate_and_report(trained, split_name) for split_name in config.eval.splits}
 
 

@@ -4,6 +4,7 @@ Everything that varies between steps is a function of (config.train.seed, step):
 `pipeline.train_batches(start_step=...)` and the model needs no per-step randomness, so a run resumed from the
 checkpoint of step N reproduces the uninterrupted run bit for bit.
 """
+import concurrent.futures
 import contextlib
 import functools
 import time
@@ -18,10 +19,13 @@ import ml_collections
 import numpy as np
 
 from axm_jax import checkpointing
+from axm_jax import encoders
 from axm_jax import evaluate
 from axm_jax import preemption
+from axm_jax import programs
 from axm_jax import run
 from axm_jax import storage
+from axm_jax import startup
 from axm_jax import summaries
 from axm_jax import time_budget
 from axm_jax import train_step as train_step_lib
@@ -59,45 +63,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
            is_writer: bool) -> dict[str, dict[str, float]]:
+  """Compiles the train step and the encoders in background threads while the data and the state load."""
+  clock = startup.StartupClock()
   if is_writer:
     run.save_config(directory, config)
   recorded_steps = time_budget.recorded_steps(config, directory)
   if recorded_steps is not None:
     config = time_budget.with_num_steps(config, recorded_steps)
-  _prepare_dataset_once(config)
-  train_split = pipeline.load_split(config.data, 'train')
-  tokenizer = prepare_tokenizer(config, directory, train_split)
+  with clock.phase('dataset'):
+    _prepare_dataset_once(config)
+    train_split = pipeline.load_split(config.data, 'train')
   _, label_map = pipeline.class_labels(train_split.person_ids)
   if is_writer:
     run.save_label_map(directory, label_map)
   model = factory.build_model(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
+  abstract = train_step_lib.abstract_state(config, model, optimizer)
   checkpoints = directory.checkpoints(config.train.keep_checkpoints)
   try:
-    state = _resume(checkpoints, train_step_lib.abstract_state(config, model, optimizer), directory, is_writer)
+    state = _resume(checkpoints, abstract, directory, is_writer)
+    train_step, initial_variables = _start_compiles(config, model, abstract, fresh=state is None)
+    with clock.phase('tokenizer'):
+      tokenizer = prepare_tokenizer(config, directory, train_split)
+    with clock.phase('compile'):
+      variables = initial_variables.result() if initial_variables else None
+      train_step.wait()
     if state is None:
-      state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary())
+      state = train_step_lib.create_state(config, model, optimizer, tokenizer.vocabulary(), variables)
     calibration = (time_budget.Calibration(config, int(state.step))
                    if time_budget.enabled(config) and recorded_steps is None else None)
-    return {'val': _train_loop(config, directory, model, state, train_split, tokenizer, checkpoints, is_writer,
-                               calibration)}
+    return {'val': _train_loop(config, directory, model, state, train_step, train_split, tokenizer, checkpoints,
+                               is_writer, calibration, clock)}
   finally:
     checkpoints.close()
 
 
-def _compiled_step(config: ml_collections.ConfigDict, model: Any) -> Any:
+def _start_compiles(config: ml_collections.ConfigDict, model: Any, abstract: train_step_lib.TrainState,
+                    fresh: bool) -> tuple[programs.Precompiled, concurrent.futures.Future | None]:
+  """Queues the background compiles in the order of need: train step, init (a fresh run only), encoders.
+
+  Returns the train step and the future of the initial variables (None when resuming).
+  """
+  devices = jax.local_device_count()
+  train_step = _compiled_step(config, model)
+  train_step.precompile(programs.per_device(abstract, devices),
+                        pipeline.train_batch_spec(config.data, devices, jax.process_count()))
+  initial_variables = programs.in_background(train_step_lib.init_variables, config, model) if fresh else None
+  encoders.precompile_encoders(model, abstract.variables, config.data)
+  return train_step, initial_variables
+
+
+def _compiled_step(config: ml_collections.ConfigDict, model: Any) -> programs.Precompiled:
   """The pmapped train step; the learning-rate schedule over config.train.num_steps is compiled into it."""
   step = functools.partial(train_step_lib.train_step, model=model, optimizer=train_step_lib.make_optimizer(config),
                            loss_config=config.loss)
-  return jax.pmap(step, axis_name=train_step_lib.AXIS, donate_argnums=(0,))
+  return programs.Precompiled(jax.pmap(step, axis_name=train_step_lib.AXIS, donate_argnums=(0,)))
 
 
-def _train_loop(config, directory, model, state, train_split, tokenizer, checkpoints, is_writer,
-                calibration) -> dict[str, float]:
+def _train_loop(config, directory, model, state, p_train_step, train_split, tokenizer, checkpoints, is_writer,
+                calibration, clock) -> dict[str, float]:
   """Runs steps from state.step to config.train.num_steps; returns the last val metrics."""
   val_split = pipeline.load_split(config.data, 'val')
   start_step = step = int(state.step)
-  p_train_step = _compiled_step(config, model)
   batches = pipeline.train_batches(
       train_split, tokenizer, config.data, config.train.seed, start_step, jax.local_device_count(),
       jax.process_index(), jax.process_count())
@@ -109,6 +136,9 @@ def _train_loop(config, directory, model, state, train_split, tokenizer, checkpo
     while step < config.train.num_steps:
       step += 1
       replicated, terms = p_train_step(replicated, next(batches))
+      if step == start_step + 1:
+        jax.block_until_ready(terms)
+        logging.info(clock.summary())
       _check_finite(pending, step - 1, checkpoints)
       pending = terms
       if calibration is not None and step in (start_step + 1, calibration.last_step):

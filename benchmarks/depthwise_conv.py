@@ -1,4 +1,4 @@
-"""Depthwise 3x3 / 1x3 convolution: blocks.DepthwiseConv's shifted sum against a grouped lax convolution.
+"""Depthwise 3x3 / 1x3 convolution: blocks.depthwise_conv's two implementations, shifted sum and grouped lax conv.
 
   python -m benchmarks.depthwise_conv [--batch=64] [--repeats=5]
 
@@ -13,20 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from axm_jax.models.blocks import DepthwiseConv
+from axm_jax.models.blocks import depthwise_conv
 
 # (name, map shape without the batch): the lite-conv inputs of stages 1-3 (C_mid = C_out / 4).
 SHAPES = (('image stage1', (96, 32, 64)), ('image stage2', (48, 16, 96)), ('image stage3', (24, 8, 128)),
           ('text stage1', (64, 64)), ('text stage3', (16, 128)))
-
-
-def grouped_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The same convolution as one lax.conv_general_dilated with feature_group_count = channels."""
-  spatial = x.ndim - 2
-  letters = 'HW'[:spatial] if spatial == 2 else 'W'
-  numbers = ('N' + letters + 'C', letters + 'IO', 'N' + letters + 'C')
-  return jax.lax.conv_general_dilated(x, kernel, (1,) * spatial, ((1, 1),) * spatial, dimension_numbers=numbers,
-                                      feature_group_count=x.shape[-1])
 
 
 def timed(function, *args, repeats: int) -> tuple[float, float]:
@@ -45,12 +36,12 @@ def timed(function, *args, repeats: int) -> tuple[float, float]:
 
 def measure(batch: int, repeats: int) -> list[dict]:
   """One row per map shape: compile seconds and run milliseconds of both implementations, forward and f+b."""
-  module = DepthwiseConv()
   rows = []
   for name, shape in SHAPES:
     x = jax.random.normal(jax.random.key(0), (batch,) + shape)
-    kernel = module.init(jax.random.key(1), x)['params']['kernel']
-    shifted = lambda x, k: module.apply({'params': {'kernel': k}}, x)
+    kernel = jax.random.normal(jax.random.key(1), (3,) * (len(shape) - 1) + shape[-1:]) / 3
+    shifted = lambda x, k: depthwise_conv(x, k, 'shifted')
+    grouped_conv = lambda x, k: depthwise_conv(x, k, 'grouped')
     np.testing.assert_allclose(shifted(x, kernel), grouped_conv(x, kernel), rtol=1e-4, atol=1e-4)
     row = {'map': name, 'shape': list(shape), 'batch': batch}
     for label, forward in (('shifted', shifted), ('grouped', grouped_conv)):

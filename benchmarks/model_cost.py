@@ -9,26 +9,17 @@ evaluation-mode forward of one image and one caption, and a training step's forw
 compiles (CPU unless an accelerator is present).
 """
 import argparse
-import importlib.util
-import pathlib
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from axm_jax import config_files
 from axm_jax import losses
 from axm_jax.models.axm_net import AXMNet
 
-CONFIGS = {'paper': 'cuhk_pedes.py', 'synthetic': 'synthetic.py'}
-
-
-def load_config(scale: str):
-  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / CONFIGS[scale]
-  spec = importlib.util.spec_from_file_location(f'config_{scale}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+CONFIGS = {'paper': 'configs/cuhk_pedes.py', 'synthetic': 'configs/synthetic.py'}
 
 
 def part_of(path: tuple[str, ...]) -> str:
@@ -60,7 +51,7 @@ def main() -> None:
   parser.add_argument('--num_classes', type=int, default=11003)
   parser.add_argument('--batch', type=int, default=8, help='pairs per compiled program')
   args = parser.parse_args()
-  config = load_config(args.scale)
+  config = config_files.load_config(CONFIGS[args.scale])
   height, width = config.data.image_size
   length = config.data.text_length
   model = AXMNet(config.model, args.num_classes)

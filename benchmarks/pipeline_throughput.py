@@ -7,9 +7,9 @@ import time
 
 from absl import app, flags
 
+from axm_jax import config_files
 from axm_jax.data import pipeline
 from axm_jax.data.tokenizer import Tokenizer, train_tokenizer
-from configs.synthetic import get_config
 
 _DATA_DIR = flags.DEFINE_string('data_dir', '', "TFDS data dir ('' = the config's).")
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed batches.')
@@ -19,7 +19,7 @@ _DEVICES = flags.DEFINE_integer('devices', 1, 'Leading device axis of the batche
 
 def main(argv) -> None:
   del argv
-  data_config = get_config().data
+  data_config = config_files.load_config('configs/synthetic.py').data
   if _DATA_DIR.value:
     data_config.data_dir = _DATA_DIR.value
   split = pipeline.load_split(data_config, 'train')

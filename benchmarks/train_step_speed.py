@@ -6,23 +6,18 @@
 """
 import argparse
 import functools
-import importlib.util
-import pathlib
 import time
 
 import jax
 import numpy as np
 
+from axm_jax import config_files
 from axm_jax import train_step as train_step_lib
 from axm_jax.models import axm_net
 
 
 def load_config(scale: str, dtype: str, per_device_batch: int):
-  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'synthetic.py'
-  spec = importlib.util.spec_from_file_location('synthetic_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_files.load_config('configs/synthetic.py')
   if scale == 'paper':
     config.data.image_size, config.data.text_length = (384, 128), 64
     config.model.width, config.model.stripes, config.model.embed_dim = 1.0, 6, 512

@@ -56,6 +56,8 @@ def tfds_dir(tmp_path_factory) -> pathlib.Path:
 def smoke_run(tmp_path_factory, tfds_dir) -> pathlib.Path:
   """The smoke config trained and tested end to end by the main command on 8 devices (read-only for tests).
 
+  Its log is smoke_run.log beside it.
+
   Under pytest-xdist the workers of one session share it: the first trains it, the others wait on a lock.
   """
   root = tmp_path_factory.getbasetemp()
@@ -66,7 +68,7 @@ def smoke_run(tmp_path_factory, tfds_dir) -> pathlib.Path:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not done.exists():
       shutil.rmtree(workdir, ignore_errors=True)
-      run_main(workdir, tfds_dir)
+      (root / 'smoke_run.log').write_text(run_main(workdir, tfds_dir).stderr)
       done.touch()
   return workdir
 

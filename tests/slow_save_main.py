@@ -3,12 +3,10 @@
 The pause falls after orbax has written a step into its temporary directory and before the rename that commits
 it, so a test can kill the run in the middle of a save.
 """
+import runpy
 import time
 
-from absl import app
 from orbax.checkpoint._src.path import atomicity
-
-from axm_jax import main
 
 _commit = atomicity.AtomicRenameTemporaryPath.finalize
 
@@ -20,4 +18,4 @@ async def _slow_commit(self, *args, **kwargs):
 
 if __name__ == '__main__':
   atomicity.AtomicRenameTemporaryPath.finalize = _slow_commit
-  app.run(main.main, flags_parser=main.parse_flags)
+  runpy.run_module('axm_jax.main', run_name='__main__')

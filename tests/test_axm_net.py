@@ -10,17 +10,17 @@ import ml_collections
 import numpy as np
 import pytest
 
+from axm_jax import config_files
 from axm_jax import losses
 from axm_jax.models import axm_net
 from axm_jax.models.axm_net import AXMNet
-from configs.synthetic import get_config
 
 BATCH, HEIGHT, WIDTH, LENGTH, CLASSES = 4, 64, 32, 16, 7
 EMBED = 16
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  config = get_config().model
+  config = config_files.load_config('configs/synthetic.py').model
   config.update(width=0.0625, stripes=2, embed_dim=EMBED, vocab_size=40, streams=2)
   config.update(overrides)
   return config
@@ -316,7 +316,7 @@ def test_bfloat16_runs_matmuls_in_bfloat16_and_keeps_losses_statistics_and_gradi
                                                                                              joint_outputs):
   model = AXMNet(tiny_config(dtype='bfloat16'), CLASSES)
   labels = np.array([0, 1, 0, 1])
-  loss_config = get_config().loss
+  loss_config = config_files.load_config('configs/synthetic.py').loss
 
   def loss_fn(params):
     outputs, mutated = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, *inputs,

@@ -199,6 +199,20 @@ def test_lite_conv_on_text_is_depthwise_along_the_sequence_and_zero_on_padding()
   np.testing.assert_allclose(out, expected * mask[..., None], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('shape', [(2, 5, 4, 6), (2, 7, 6)])
+def test_depthwise_implementations_agree(shape):
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=shape).astype(np.float32)
+  kernel = rng.normal(size=(3,) * (len(shape) - 2) + shape[-1:]).astype(np.float32)
+  grouped_kernel = kernel[..., None, :]
+  expected = (numpy_conv(x, grouped_kernel, padding=1, groups=shape[-1]) if len(shape) == 4
+              else numpy_text_conv(x, grouped_kernel, groups=shape[-1]))
+  for implementation in ('shifted', 'grouped'):
+    np.testing.assert_allclose(blocks.depthwise_conv(x, kernel, implementation), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="depthwise implementation 'fft'; expected 'auto', 'shifted' or 'grouped'"):
+    blocks.depthwise_conv(x, kernel, 'fft')
+
+
 def test_global_average_pool_ignores_padding():
   x = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
   mask = np.array([[True, True, False, False]])

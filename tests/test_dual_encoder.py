@@ -9,17 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from axm_jax import config_files
 from axm_jax import train
 from axm_jax import train_step as train_step_lib
 from axm_jax.models import factory
 from conftest import read_jsonl, run_main
-from configs.synthetic import get_config
 
 BATCH, HEIGHT, WIDTH, LENGTH, PADDING, CLASSES, VOCAB = 4, 64, 32, 12, 5, 5, 40
 
 
 def tiny_config(architecture: str = 'dual_encoder', **overrides):
-  config = get_config()
+  config = config_files.load_config('configs/synthetic.py')
   config.model.update(architecture=architecture, dual_encoder_channels=(8, 16), dual_encoder_text_channels=16,
                       vocab_size=VOCAB, embed_dim=16, word_dim=8, width=0.0625, stripes=2, streams=1)
   config.model.update(overrides)

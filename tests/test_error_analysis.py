@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from axm_jax import error_analysis, run
-from configs import synthetic
+from axm_jax import config_files, error_analysis, run
 
 
 def test_count_failures_counts_contradicted_and_stated_facts():
@@ -26,7 +25,7 @@ def test_count_failures_counts_contradicted_and_stated_facts():
 
 
 def test_runs_without_attribute_labels_are_rejected(tmp_path):
-  config = synthetic.get_config('smoke')
+  config = config_files.load_config('configs/synthetic.py:smoke')
   config.data.name = 'cuhk_pedes'
   run.save_config(run.RunDirectory(tmp_path), config)
   with pytest.raises(ValueError, match=r"needs SynthPedes attribute labels; the run in .* has config\.data\.name = "

@@ -2,7 +2,6 @@
 import io
 import json
 import os
-import sys
 
 import flax
 import jax
@@ -12,6 +11,7 @@ from PIL import Image
 import pytest
 
 from axm_jax import checkpointing
+from axm_jax import config_files
 from axm_jax import evaluate
 from axm_jax import metrics
 from axm_jax import plots
@@ -19,10 +19,7 @@ from axm_jax import run
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
-from conftest import REPO, assert_metrics_close
-
-sys.path.insert(0, str(REPO / 'configs'))
-import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import assert_metrics_close
 
 PROTOCOLS = ('t2i', 'i2t', 'reid_v2v', 'reid_t2v', 'reid_vt2v')
 NUM_CLASSES = 24  # SynthPedes 'tiny' train identities
@@ -106,9 +103,9 @@ def test_format_table():
 
 
 def test_evaluation_config_takes_eval_section_and_data_location_from_command_line():
-  run_config = synthetic.get_config('smoke')
+  run_config = config_files.load_config('configs/synthetic.py:smoke')
   run_config.model.width = 0.5
-  config = synthetic.get_config()
+  config = config_files.load_config('configs/synthetic.py')
   config.eval.splits = ('val', 'test')
   config.data.data_dir = '/elsewhere'
   merged = run.evaluation_config(run_config, config)
@@ -191,7 +188,7 @@ def random_variables(model, config, seed=0):
 @pytest.fixture(scope='module')
 def tiny(tfds_dir):
   """(config, model, variables, test split, tokenizer, its model bytes): the smoke config, random variables."""
-  config = synthetic.get_config('smoke')
+  config = config_files.load_config('configs/synthetic.py:smoke')
   config.data.data_dir = str(tfds_dir)
   train_split = pipeline.load_split(config.data, 'train')
   model_proto = tokenizer_lib.train_tokenizer(pipeline.flat_captions(train_split), config.data.vocab_size)
@@ -316,7 +313,7 @@ def test_evaluate_writes_json_table_and_pictures(tiny, tmp_path, capsys):
   checkpoints = directory.checkpoints(keep=1)
   checkpoints.save_if_best(7, variables, {checkpointing.BEST_METRIC: 1.0})
   checkpoints.close()
-  eval_config = synthetic.get_config('smoke')
+  eval_config = config_files.load_config('configs/synthetic.py:smoke')
   eval_config.data.data_dir = config.data.data_dir
   eval_config.eval.splits = ('val', 'test')
   results = evaluate.evaluate(eval_config, str(tmp_path))

@@ -19,15 +19,13 @@ import numpy as np
 import pytest
 
 from axm_jax import checkpointing
+from axm_jax import config_files
 from axm_jax import evaluate
 from axm_jax import run
 from axm_jax import storage
 from axm_jax import train
 from axm_jax import train_step
 from conftest import REPO, SMOKE_CONFIG, read_jsonl, run_main
-
-sys.path.insert(0, str(REPO / 'configs'))
-import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEADLINE_S = 600
 
@@ -118,7 +116,7 @@ def _truncate_largest_file(checkpoint: pathlib.Path) -> None:
 
 
 def _smoke_config(tfds_dir: pathlib.Path, **train_fields):
-  config = synthetic.get_config('smoke')
+  config = config_files.load_config(SMOKE_CONFIG)
   config.data.data_dir = str(tfds_dir)
   config.train.update(train_fields)
   return config

@@ -19,15 +19,13 @@ import jax
 import numpy as np
 import pytest
 
+from axm_jax import config_files
 from axm_jax import run
 from axm_jax import storage
 from axm_jax import train
 from axm_jax.data import pipeline
 from axm_jax.search import embed
 from conftest import REPO, read_jsonl
-
-sys.path.insert(0, str(REPO / 'configs'))
-import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BUCKET = 'bkt'
 DEADLINE_S = 600
@@ -194,7 +192,7 @@ def test_a_truncated_newest_checkpoint_object_is_set_aside_and_the_run_resumes(
   largest = max(checkpoint, key=lambda name: filesystem.size(f'{BUCKET}/damaged/{name}'))
   data = filesystem.cat(f'{BUCKET}/damaged/{largest}')
   filesystem.pipe(f'{BUCKET}/damaged/{largest}', data[:len(data) // 2])
-  config = synthetic.get_config('smoke')
+  config = config_files.load_config('configs/synthetic.py:smoke')
   config.data.data_dir = str(tfds_dir)
   train.train_and_evaluate(config, f'gs://{BUCKET}/damaged')
   assert f'The checkpoint of step 6 in gs://{BUCKET}/damaged/checkpoints cannot be restored (' in caplog.text

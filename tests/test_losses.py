@@ -6,10 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from axm_jax import config_files
 from axm_jax import losses
 from axm_jax import train
-from configs import cuhk_pedes
-from configs.synthetic import get_config
 
 
 def numpy_log_sigmoid(z):
@@ -171,7 +170,7 @@ def test_affinity_forms(batch, form):
 
 
 def loss_config(**overrides) -> ml_collections.ConfigDict:
-  config = get_config().loss
+  config = config_files.load_config('configs/synthetic.py').loss
   config.update(overrides)
   return config
 
@@ -277,7 +276,7 @@ def test_compute_losses_adds_weighted_sdm_and_itc_of_both_visual_embeddings(batc
 
 
 def test_paper_configs_keep_the_paper_objectives():
-  config = cuhk_pedes.get_config().loss
+  config = config_files.load_config('configs/cuhk_pedes.py').loss
   assert (config.sdm_weight, config.itc_weight) == (0.0, 0.0)
   assert (config.id_weight, config.triplet_weight, config.affinity_weight) == (1.0, 1.0, 1.0)
 
@@ -288,7 +287,7 @@ def test_paper_configs_keep_the_paper_objectives():
     ('contrastive_temperature', 0.0, 'config.loss.contrastive_temperature must be > 0, got 0.0.'),
 ])
 def test_invalid_contrastive_fields_are_rejected(field, value, message):
-  config = get_config('smoke')
+  config = config_files.load_config('configs/synthetic.py:smoke')
   config.loss[field] = value
   with pytest.raises(ValueError, match=re.escape(message)):
     train.validate_config(config)

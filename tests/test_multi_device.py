@@ -27,10 +27,10 @@ import numpy as np
 import optax
 import pytest
 
+from axm_jax import config_files
 from axm_jax import losses
 from axm_jax import train_step
 from axm_jax.models import factory
-from configs.synthetic import get_config
 from test_axm_net import random_variables
 
 DEVICES, PER_DEVICE, HEIGHT, WIDTH, LENGTH, CLASSES = 8, 2, 64, 32, 16, 9
@@ -111,7 +111,7 @@ def run_steps(step, state, batches):
 
 @pytest.fixture(scope='module', params=['axm_net', 'dual_encoder'])
 def setup(request):
-  config = get_config()
+  config = config_files.load_config('configs/synthetic.py')
   config.model.update(architecture=request.param, width=0.0625, stripes=2, embed_dim=16, vocab_size=50, streams=1,
                       dual_encoder_channels=(4, 8), dual_encoder_text_channels=8)
   # Step 0 has triplet weight 0, step 1 weight 0.5: the step counter reaches the losses.

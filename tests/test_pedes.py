@@ -1,8 +1,6 @@
 """Tests of the CUHK-PEDES / ICFG-PEDES / RSTPReid builders (TFDS harness, fake directories) and configs."""
-import importlib.util
 import io
 import os
-import pathlib
 import shutil
 import tempfile
 
@@ -12,11 +10,10 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+from axm_jax import config_files
 from axm_jax.data import pedes
 from axm_jax.data import annotations
 from axm_jax.data import validate
-
-_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 
 
 class _FakeDirTestCase(tfds.testing.DatasetBuilderTestCase):
@@ -132,7 +129,7 @@ def test_builder_fails_with_every_problem_before_writing(tmp_path):
 def test_validate_command_builds_a_clean_directory(tmp_path, capsys):
   fake = fake_pedes.make_rstpreid(str(tmp_path / 'manual'))
   data_dir = tmp_path / 'data'
-  assert validate.main(['--dataset=rstpreid', f'--root={fake.root}', f'--data_dir={data_dir}']) == 0
+  assert validate.check('rstpreid', fake.root, str(data_dir)) == 0
   assert capsys.readouterr().out.splitlines()[-1] == f'built {data_dir}/rstpreid/default/1.0.0'
   builder = pedes.RstpReid(data_dir=str(data_dir))
   assert {split: info.num_examples for split, info in builder.info.splits.items()} == fake.counts()
@@ -159,17 +156,10 @@ def test_rgb_image_bytes(mode, image_format, kept):
   np.testing.assert_array_equal(np.asarray(result), np.asarray(Image.open(io.BytesIO(data)).convert('RGB')))
 
 
-def _load_config(name: str, *args):
-  spec = importlib.util.spec_from_file_location(f'config_{name}', _CONFIGS / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
-
-
 @pytest.mark.parametrize('name,train_images', [
     ('cuhk_pedes', 34_054), ('icfg_pedes', 34_674), ('rstpreid', 18_505)])
 def test_paper_scale_configs(name, train_images):
-  config = _load_config(name)
+  config = config_files.load_config(f'configs/{name}.py')
   assert config.data.name == name and config.data.manual_dir == ''
   assert config.data.image_size == (384, 128) and config.data.text_length == 64
   assert config.data.vocab_size == config.model.vocab_size == 5000
@@ -180,14 +170,15 @@ def test_paper_scale_configs(name, train_images):
   assert config.optim.warmup_steps == -(-5 * train_images // 64)
   assert config.model.dtype == 'float32'
   assert config.loss.triplet_warmup_steps == config.optim.warmup_steps  # the triplet ramps with the learning rate
-  synthetic_loss = dict(_load_config('synthetic').loss.to_dict(), triplet_warmup_steps=config.optim.warmup_steps)
+  synthetic_loss = dict(config_files.load_config('configs/synthetic.py').loss.to_dict(),
+                        triplet_warmup_steps=config.optim.warmup_steps)
   assert config.loss.to_dict() == synthetic_loss
 
 
 def test_tpu_variant():
-  gpu, tpu = _load_config('cuhk_pedes'), _load_config('cuhk_pedes', 'tpu')
+  gpu, tpu = config_files.load_config('configs/cuhk_pedes.py'), config_files.load_config('configs/cuhk_pedes.py:tpu')
   assert tpu.model.dtype == 'bfloat16'
   assert tpu.data.eval_batch_size > gpu.data.eval_batch_size
   assert tpu.train.num_steps == gpu.train.num_steps
   with pytest.raises(ValueError, match="unknown config variant 'gpu'; expected 'tpu' or none"):
-    _load_config('cuhk_pedes', 'gpu')
+    config_files.load_config('configs/cuhk_pedes.py:gpu')

@@ -7,16 +7,16 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
+from axm_jax import config_files
 from axm_jax.data import pipeline
 from axm_jax.data.tokenizer import BOS_ID, Tokenizer, train_tokenizer
-from configs.synthetic import get_config
 
 P, K = 4, 3
 
 
 @pytest.fixture(scope='session')
 def data_config(tmp_path_factory):
-  config = get_config().data
+  config = config_files.load_config('configs/synthetic.py').data
   config.builder_config = 'tiny'
   config.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.identities_per_batch = P

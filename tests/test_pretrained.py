@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from axm_jax import config_files
 from axm_jax.models import blocks
 from axm_jax.models import pretrained
 from axm_jax.models.axm_net import AXMNet
-from configs.synthetic import get_config
 
 CHANNELS = (8, 32, 48, 64)  # OSNet x1.0's 64-256-384-512 at width 0.125
 FEATURE_DIM = 16
@@ -70,7 +70,7 @@ def torch_osnet_state_dict(channels=CHANNELS, feature_dim=FEATURE_DIM, seed=0) -
 
 
 def model_config(**overrides):
-  config = get_config().model
+  config = config_files.load_config('configs/synthetic.py').model
   config.update(width=0.125, embed_dim=FEATURE_DIM, vocab_size=12, word_dim=4, stripes=2)
   config.update(overrides)
   return config
@@ -237,7 +237,7 @@ def test_data_parallel_prefix_is_stripped(state_dict, converted):
 def test_command_line_writes_the_npz_and_reports_unmapped_keys(state_dict, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(pretrained, '_load_torch_state_dict', lambda path: state_dict)
   output = tmp_path / 'out' / 'osnet.npz'
-  pretrained.main(['osnet', '--input=osnet_x1_0_imagenet.pth', f'--output={output}'])
+  pretrained.convert_osnet_file('osnet_x1_0_imagenet.pth', str(output))
   printed = capsys.readouterr().out
   with np.load(output) as arrays:
     assert len(arrays.files) == len(pretrained.convert_osnet(state_dict)[0])

@@ -269,7 +269,7 @@ def test_carve_val_split():
 
 
 def test_command_line_summary(fake, capsys):
-  assert validate.main(['--dataset=cuhk_pedes', f'--root={fake.root}']) == 0
+  assert validate.check('cuhk_pedes', fake.root) == 0
   assert capsys.readouterr().out.splitlines() == [f'WARNING: {warning}' for warning in _PUBLISHED_WARNINGS] + [
       f'CUHK-PEDES in {fake.root} (reid_raw.json)',
       'split      ids   images  captions  camera known  cameras',
@@ -296,7 +296,7 @@ def test_command_line_lists_every_problem(fake, capsys):
       missing: f"ERROR: record {missing} (file_path 'CUHK01/0008002.png', id 8): image imgs/CUHK01/0008002.png not "
                'found',
   }
-  assert validate.main(['--dataset=cuhk_pedes', f'--root={fake.root}']) == 1
+  assert validate.check('cuhk_pedes', fake.root) == 1
   assert capsys.readouterr().out.splitlines() == [errors[index] for index in sorted(errors)] + [
       f"WARNING: record {with_empty} (file_path 'CUHK03/4_2.jpg', id 4): caption 3 is empty; dropped",
       "WARNING: split 'train' has 4 ids / 7 images / 16 captions; published CUHK-PEDES: 11,003 / 34,054 / 68,126",

@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterator
 
+import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -260,6 +261,18 @@ def train_batches(split: SplitData, tokenizer: Tokenizer, data_config: ml_collec
              .map(lambda batch: _to_devices(batch, num_devices))
              .prefetch(2))
   return dataset.as_numpy_iterator()
+
+
+def train_batch_spec(data_config: ml_collections.ConfigDict, num_devices: int,
+                     process_count: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of the batches of train_batches, for compiling the train step before any batch exists."""
+  batch = data_config.identities_per_batch * data_config.images_per_identity // process_count // num_devices
+  height, width = data_config.image_size
+  rows, tokens = (num_devices, batch), (num_devices, batch, data_config.text_length)
+  return {'image': jax.ShapeDtypeStruct(rows + (height, width, 3), np.float32),
+          'text_ids': jax.ShapeDtypeStruct(tokens, np.int32), 'text_mask': jax.ShapeDtypeStruct(tokens, np.bool_),
+          'label': jax.ShapeDtypeStruct(rows, np.int32), 'person_id': jax.ShapeDtypeStruct(rows, np.int32),
+          'camera_id': jax.ShapeDtypeStruct(rows, np.int32)}
 
 
 # ----------------------------------------------------------------------------------------------------------------

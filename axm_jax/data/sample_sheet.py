@@ -10,21 +10,26 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import PIL.Image
-from absl import app, flags
+from absl import flags
 
+from axm_jax import cli
+from axm_jax import config_files
 from axm_jax.data import pipeline
-from configs.synthetic import get_config
 
-_OUT = flags.DEFINE_string('out', None, 'PNG file to write.', required=True)
-_DATASET = flags.DEFINE_string('dataset', 'synth_pedes', 'config.data.name.')
-_CONFIG = flags.DEFINE_string('config', 'default', 'SynthPedes builder config (config.data.builder_config).')
-_SPLIT = flags.DEFINE_string('split', 'train', 'Split to sample.')
-_COUNT = flags.DEFINE_integer('count', 12, 'Images on the sheet, evenly spaced over the split.')
-_COLUMNS = flags.DEFINE_integer('columns', 6, 'Images per row.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', "TFDS data dir ('' = TFDS default).")
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '', 'Real datasets: the downloaded directory.')
-
+FLAGS = flags.FLAGS
 CAPTION_WIDTH = 34  # characters per caption line
+
+
+def define_flags() -> None:
+  """The command's flags (its __main__ block defines them)."""
+  flags.DEFINE_string('out', None, 'PNG file to write.', required=True)
+  flags.DEFINE_string('dataset', 'synth_pedes', 'config.data.name.')
+  flags.DEFINE_string('config', 'default', 'SynthPedes builder config (config.data.builder_config).')
+  flags.DEFINE_string('split', 'train', 'Split to sample.')
+  flags.DEFINE_integer('count', 12, 'Images on the sheet, evenly spaced over the split.')
+  flags.DEFINE_integer('columns', 6, 'Images per row.')
+  flags.DEFINE_string('data_dir', '', "TFDS data dir ('' = TFDS default).")
+  flags.DEFINE_string('manual_dir', '', 'Real datasets: the downloaded directory.')
 
 
 def write_sheet(split: pipeline.SplitData, indices: np.ndarray, path: str, columns: int) -> None:
@@ -51,17 +56,18 @@ def write_sheet(split: pipeline.SplitData, indices: np.ndarray, path: str, colum
 
 def main(argv) -> None:
   del argv
-  data_config = get_config().data
-  data_config.name = _DATASET.value
-  data_config.builder_config = _CONFIG.value
-  data_config.data_dir = _DATA_DIR.value
-  data_config.manual_dir = _MANUAL_DIR.value
-  split = pipeline.load_split(data_config, _SPLIT.value)
-  count = min(_COUNT.value, len(split.images))
+  data_config = config_files.load_config('configs/synthetic.py').data
+  data_config.name = FLAGS.dataset
+  data_config.builder_config = FLAGS.config
+  data_config.data_dir = FLAGS.data_dir
+  data_config.manual_dir = FLAGS.manual_dir
+  split = pipeline.load_split(data_config, FLAGS.split)
+  count = min(FLAGS.count, len(split.images))
   indices = np.unique(np.linspace(0, len(split.images) - 1, count).round().astype(int))
-  write_sheet(split, indices, _OUT.value, _COLUMNS.value)
-  print(f'wrote {_OUT.value}: {len(indices)} images of {data_config.name}/{_SPLIT.value}')
+  write_sheet(split, indices, FLAGS.out, FLAGS.columns)
+  print(f'wrote {FLAGS.out}: {len(indices)} images of {data_config.name}/{FLAGS.split}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  cli.run(main)

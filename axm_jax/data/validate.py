@@ -4,11 +4,13 @@ Checks a downloaded dataset directory (axm_jax.data.annotations.inspect: every p
 status 1 when any is fatal; otherwise prints per-split counts. With --data_dir, a directory without fatal problems
 is also built into a TFDS dataset there (otherwise the first training run builds it).
 """
-import argparse
 import os
-import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from absl import app
+from absl import flags
+
+from axm_jax import cli
 from axm_jax.data import annotations
 from axm_jax.data import cameras
 
@@ -40,28 +42,39 @@ def build(dataset: str, root: str, data_dir: str) -> str:
   return os.fspath(builder.data_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Command line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(description='Checks a downloaded dataset directory.')
-  parser.add_argument('--dataset', required=True, choices=sorted(annotations.LAYOUTS))
-  parser.add_argument('--root', required=True, help='directory holding imgs/ and the annotation file')
-  parser.add_argument('--data_dir', help="when given and nothing is fatal, also build the TFDS dataset there "
-                      "('' = TFDS default, ~/tensorflow_datasets)")
-  args = parser.parse_args(argv)
-  report = annotations.inspect(args.dataset, args.root)
+def check(dataset: str, root: str, data_dir: str | None = None) -> int:
+  """Prints every problem of `root` and, when none is fatal, the summary (then builds into `data_dir` if given).
+
+  Returns the exit status: 1 when a problem is fatal, else 0.
+  """
+  report = annotations.inspect(dataset, root)
   for error in report.errors:
     print(f'ERROR: {error}')
   for warning in report.warnings:
     print(f'WARNING: {warning}')
   if report.errors:
-    print(f'{len(report.errors)} error(s), {len(report.warnings)} warning(s): {args.dataset} cannot be built '
-          f'from {args.root}')
+    print(f'{len(report.errors)} error(s), {len(report.warnings)} warning(s): {dataset} cannot be built from {root}')
     return 1
   print(summary(report))
-  if args.data_dir is not None:
-    print(f'built {build(args.dataset, args.root, args.data_dir)}')
+  if data_dir is not None:
+    print(f'built {build(dataset, root, data_dir)}')
   return 0
 
 
+def define_flags() -> None:
+  """The command's flags (its __main__ block defines them)."""
+  flags.DEFINE_enum('dataset', None, sorted(annotations.LAYOUTS), 'Dataset layout.', required=True)
+  flags.DEFINE_string('root', None, 'Directory holding imgs/ and the annotation file.', required=True)
+  flags.DEFINE_string('data_dir', None, "When given and nothing is fatal, also build the TFDS dataset there "
+                      "('' = TFDS default, ~/tensorflow_datasets).")
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  return check(flags.FLAGS.dataset, flags.FLAGS.root, flags.FLAGS.data_dir)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  define_flags()
+  cli.run(main)

@@ -11,10 +11,11 @@ With width 1.0 the visual branch is layer-for-layer OSNet x1.0: stem conv1, stag
 OSBlocks, then the transition conv{s+1}.2.0 for s = 1, 2), conv5 = visual_final, fc = the first FC-BN of the V_G
 head. An OSBlock's gate becomes the block's shared context gate (the visual gate when share_gate is False).
 """
-import argparse
 from collections.abc import Callable, Mapping, Sequence
 import os
 
+from absl import app
+from absl import flags
 from absl import logging
 import flax
 import jax.numpy as jnp
@@ -209,20 +210,31 @@ def _load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   return {key: value.detach().cpu().numpy() for key, value in state_dict.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m axm_jax.models.pretrained', description=__doc__.split('\n')[0])
-  commands = parser.add_subparsers(dest='command', required=True)
-  osnet = commands.add_parser('osnet', help='convert a torchreid OSNet x1.0 checkpoint to .npz')
-  osnet.add_argument('--input', required=True, help='torchreid osnet_x1_0 .pth state dict')
-  osnet.add_argument('--output', required=True, help='.npz to write')
-  args = parser.parse_args(argv)
-  converted, unmapped = convert_osnet(_load_torch_state_dict(args.input))
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  np.savez(args.output, **converted)
-  print(f'wrote {len(converted)} tensors to {args.output}')
+def convert_osnet_file(input_path: str, output_path: str) -> None:
+  """Converts torchreid checkpoint `input_path` to the .npz `output_path`; prints what it wrote and left out."""
+  converted, unmapped = convert_osnet(_load_torch_state_dict(input_path))
+  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+  np.savez(output_path, **converted)
+  print(f'wrote {len(converted)} tensors to {output_path}')
   if unmapped:
     print(f'not used by the visual branch: {", ".join(unmapped)}')
 
 
+def define_flags() -> None:
+  """The flags of `python -m axm_jax.models.pretrained osnet` (its __main__ block defines them)."""
+  flags.DEFINE_string('input', None, 'osnet: torchreid osnet_x1_0 .pth state dict.', required=True)
+  flags.DEFINE_string('output', None, 'osnet: .npz to write.', required=True)
+
+
+def main(argv: Sequence[str]) -> None:
+  if list(argv[1:]) != ['osnet']:
+    raise app.UsageError(f'expected the command osnet (convert a torchreid OSNet x1.0 checkpoint to .npz); got '
+                         f'{list(argv[1:])}')
+  convert_osnet_file(flags.FLAGS.input, flags.FLAGS.output)
+
+
 if __name__ == '__main__':
-  main()
+  # Imported here: train_step imports this module, and the library part needs none of cli's (run, orbax).
+  from axm_jax import cli  # pylint: disable=g-import-not-at-top
+  define_flags()
+  cli.run(main)

@@ -1,7 +1,7 @@
 """A run's model for search: restored once, embedding images, sentences and image+sentence queries.
 
 Images go through the evaluation's own preprocessing (pipeline.eval_image_preprocessing) and encoders
-(evaluate.make_encoders), in batches over all local devices (pmap), the last one padded.
+(encoders.make_encoders), in batches over all local devices (pmap), the last one padded.
 """
 import dataclasses
 import hashlib
@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from axm_jax import encoders
 from axm_jax import run
-from axm_jax import evaluate
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
@@ -84,7 +84,7 @@ def embed_files(model: Model, read: Callable[[int], bytes], count: int,
              .ignore_errors()
              .batch(model.batch_size)
              .prefetch(2))
-  encode_image, _ = evaluate.make_encoders(model.network)
+  encode_image, _ = encoders.make_encoders(model.network)
   done, seen, start, last_log = 0, 0, time.perf_counter(), time.perf_counter()
   for batch_images, items in dataset.as_numpy_iterator():
     vectors = _apply(encode_image, model.variables, [batch_images], model.batch_size)
@@ -108,7 +108,7 @@ def embed_images(model: Model, encoded: Sequence[bytes]) -> np.ndarray:
   """Embeddings float32 [n, E] of image bytes (already passed through images.model_bytes)."""
   process = pipeline.eval_image_preprocessing(model.config.data)
   arrays = np.stack([process(tf.constant(data)).numpy() for data in encoded])
-  encode_image, _ = evaluate.make_encoders(model.network)
+  encode_image, _ = encoders.make_encoders(model.network)
   return _apply(encode_image, model.variables, [arrays], _query_batch(len(encoded), model.batch_size))
 
 
@@ -118,7 +118,7 @@ def embed_texts(model: Model, texts: Sequence[str]) -> np.ndarray:
     if not text.strip():
       raise ValueError(f'sentence {number + 1} is empty: a text query needs at least one word')
   ids, mask = model.tokenizer.encode(list(texts), model.config.data.text_length)
-  _, encode_text = evaluate.make_encoders(model.network)
+  _, encode_text = encoders.make_encoders(model.network)
   return _apply(encode_text, model.variables, [ids, mask], _query_batch(len(texts), model.batch_size))
 
 
@@ -151,7 +151,7 @@ def _query_batch(count: int, batch_size: int) -> int:
   return min(per_device * devices, batch_size)
 
 
-def _apply(encoder: evaluate.Encoder, variables: Any, arrays: Sequence[np.ndarray], batch_rows: int) -> np.ndarray:
+def _apply(encoder: encoders.Encoder, variables: Any, arrays: Sequence[np.ndarray], batch_rows: int) -> np.ndarray:
   """Runs a pmapped encoder over rows of `arrays` in batches of `batch_rows`, the last one padded with zeros."""
   devices = jax.local_device_count()
   count, outputs = len(arrays[0]), []

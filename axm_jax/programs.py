@@ -1,0 +1,57 @@
+"""Programs compiled ahead of time in background threads, so that a run compiles while it loads its data.
+
+jaxlib releases the GIL while XLA compiles, so these compiles run beside the dataset loading and the tokenizer
+training of the main thread, and beside each other.
+"""
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+# Two at a time, in the order they are asked for: XLA also compiles each program on several threads.
+_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix='axm_compile')
+
+
+def in_background(function: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+  """Runs function(*args) in a compile thread."""
+  return _THREADS.submit(function, *args)
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
+  leaves, treedef = jax.tree.flatten(args)
+  return treedef, tuple((tuple(leaf.shape), np.dtype(leaf.dtype)) for leaf in leaves)
+
+
+class Precompiled:
+  """A jax.pmap'd function, with its programs for announced input shapes compiled in background threads.
+
+  A call whose inputs have the shapes and dtypes of an announced signature waits for that compile and runs its
+  program; any other call goes to the pmapped function, which compiles as usual. In a multi-process run nothing
+  is compiled ahead: pmap lowers abstract arguments of one process only.
+  """
+
+  def __init__(self, function: Callable[..., Any]):
+    self.function = function
+    self._programs: dict[tuple[Any, ...], concurrent.futures.Future] = {}
+
+  def precompile(self, *abstract_args: Any) -> None:
+    """Starts compiling for arguments shaped like `abstract_args` (jax.ShapeDtypeStruct trees)."""
+    key = _signature(abstract_args)
+    if key not in self._programs and jax.process_count() == 1:
+      self._programs[key] = in_background(lambda: self.function.lower(*abstract_args).compile())
+
+  def wait(self) -> None:
+    """Returns when every announced compile is done (raising its error, if any)."""
+    for program in self._programs.values():
+      program.result()
+
+  def __call__(self, *args: Any) -> Any:
+    program = self._programs.get(_signature(args))
+    return self.function(*args) if program is None else program.result()(*args)
+
+
+def per_device(tree: Any, devices: int) -> Any:
+  """Abstract arrays with a leading axis of `devices`, as pmap takes them (ShapeDtypeStructs, no sharding)."""
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((devices,) + tuple(leaf.shape), leaf.dtype), tree)
