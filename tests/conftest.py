@@ -25,10 +25,8 @@ LONGEST_FIRST = ('test_faults.py', 'test_train.py', 'test_gcs.py', 'test_search.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  """Longest files first; within a file the tests without the shared smoke run first, so that one worker runs
-  them while the other trains the smoke run, instead of waiting for it."""
   rank = {name: number for number, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: (rank.get(item.path.name, len(LONGEST_FIRST)), 'smoke_run' in item.fixturenames))
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable within a file
 
 
 def run_main(workdir: pathlib.Path, data_dir: pathlib.Path, *flags: str, devices: int = 8,
