@@ -35,6 +35,7 @@ class Precompiled:
   def __init__(self, function: Callable[..., Any]):
     self.function = function
     self._programs: dict[tuple[Any, ...], concurrent.futures.Future] = {}
+    self._last: Callable[..., Any] | None = None  # the program of the previous call
 
   def precompile(self, *abstract_args: Any) -> None:
     """Starts compiling for arguments shaped like `abstract_args` (jax.ShapeDtypeStruct trees)."""
@@ -48,8 +49,16 @@ class Precompiled:
       program.result()
 
   def __call__(self, *args: Any) -> Any:
+    if self._last is not None:
+      try:  # a compiled program checks its arguments itself, in C++, before it runs (and donates) anything
+        return self._last(*args)
+      except TypeError:  # arguments of another signature
+        pass
     program = self._programs.get(_signature(args))
-    return self.function(*args) if program is None else program.result()(*args)
+    if program is None:
+      return self.function(*args)
+    self._last = program.result()
+    return self._last(*args)
 
 
 def per_device(tree: Any, devices: int) -> Any:

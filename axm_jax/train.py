@@ -6,7 +6,6 @@ checkpoint of step N reproduces the uninterrupted run bit for bit.
 """
 import concurrent.futures
 import contextlib
-import functools
 import time
 from typing import Any
 
@@ -105,19 +104,12 @@ def _start_compiles(config: ml_collections.ConfigDict, model: Any, abstract: tra
   Returns the train step and the future of the initial variables (None when resuming).
   """
   devices = jax.local_device_count()
-  train_step = _compiled_step(config, model)
+  train_step = train_step_lib.pmapped_train_step(config, model)
   train_step.precompile(programs.per_device(abstract, devices),
                         pipeline.train_batch_spec(config.data, devices, jax.process_count()))
   initial_variables = programs.in_background(train_step_lib.init_variables, config, model) if fresh else None
   encoders.precompile_encoders(model, abstract.variables, config.data)
   return train_step, initial_variables
-
-
-def _compiled_step(config: ml_collections.ConfigDict, model: Any) -> programs.Precompiled:
-  """The pmapped train step; the learning-rate schedule over config.train.num_steps is compiled into it."""
-  step = functools.partial(train_step_lib.train_step, model=model, optimizer=train_step_lib.make_optimizer(config),
-                           loss_config=config.loss)
-  return programs.Precompiled(jax.pmap(step, axis_name=train_step_lib.AXIS, donate_argnums=(0,)))
 
 
 def _train_loop(config, directory, model, state, p_train_step, train_split, tokenizer, checkpoints, is_writer,
@@ -145,7 +137,7 @@ def _train_loop(config, directory, model, state, p_train_step, train_split, toke
         calibration.observe(step, terms)
         if step == calibration.last_step:
           config = time_budget.with_num_steps(config, _budget_steps(calibration, config, directory, is_writer))
-          p_train_step, progress = _compiled_step(config, model), Progress(step, config.train.num_steps)
+          p_train_step, progress = train_step_lib.pmapped_train_step(config, model), Progress(step, config.train.num_steps)
           calibration = None
       if step % config.train.log_every == 0 or step == config.train.num_steps:
         scalars = _host_scalars(terms, config, step)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from axm_jax import losses
+from axm_jax import programs
 from axm_jax.models import pretrained
 
 AXIS = 'batch'
@@ -95,6 +96,13 @@ def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
                                                                                     variables['params']))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), state)
+
+
+def pmapped_train_step(config: ml_collections.ConfigDict, model: nn.Module) -> programs.Precompiled:
+  """train_step pmapped over the local devices, state donated; the learning-rate schedule over
+  config.train.num_steps is compiled into it."""
+  step = functools.partial(train_step, model=model, optimizer=make_optimizer(config), loss_config=config.loss)
+  return programs.Precompiled(jax.pmap(step, axis_name=AXIS, donate_argnums=(0,)))
 
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], model: nn.Module,

@@ -16,7 +16,6 @@ CPU part: the start-up breakdown and encode_image at b32 (float32) against torch
 The JSON file is rewritten after every item, so a run stopped early keeps what it measured.
 """
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -130,11 +129,8 @@ def measure_train(host_state: train_step_lib.TrainState, dtype: str, batch: int,
   """Compile, first step and steady state of the pmapped train step at a global `batch`."""
   config = startup.load_config(dtype, batch)
   model = axm_net.AXMNet(config.model, num_classes=NUM_CLASSES, axis_name=train_step_lib.AXIS)
-  optimizer = train_step_lib.make_optimizer(config)
   state = train_step_lib.replicate(host_state)
-  step = jax.pmap(functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer,
-                                    loss_config=config.loss),
-                  axis_name=train_step_lib.AXIS, donate_argnums=(0,))
+  step = train_step_lib.pmapped_train_step(config, model).function
   arrays = jax.pmap(lambda x: x)(random_batch(config, NUM_CLASSES))
   jax.block_until_ready(arrays)
   start = time.perf_counter()

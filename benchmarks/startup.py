@@ -18,7 +18,6 @@ counts of the train step and of the two encoders. On a CPU, batch 16 keeps the s
 import argparse
 import collections
 import contextlib
-import functools
 import json
 import os
 import pathlib
@@ -96,9 +95,7 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   batch_arrays = random_batch(config, NUM_CLASSES)
   with timer.phase('abstract_state'):
     abstract = train_step_lib.abstract_state(config, model, optimizer)
-  step = programs.Precompiled(jax.pmap(
-      functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer, loss_config=config.loss),
-      axis_name=train_step_lib.AXIS, donate_argnums=(0,)))
+  step = train_step_lib.pmapped_train_step(config, model)
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
   step.precompile(programs.per_device(abstract, devices), abstract_batch)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)

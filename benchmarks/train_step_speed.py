@@ -5,7 +5,6 @@
 `synthetic`: the configs/synthetic.py default.
 """
 import argparse
-import functools
 import time
 
 import jax
@@ -48,9 +47,7 @@ def measure(config, num_classes: int, steps: int) -> tuple[float, float]:
   model = axm_net.AXMNet(config.model, num_classes=num_classes, axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
   state = train_step_lib.replicate(train_step_lib.create_state(config, model, optimizer, []))
-  step = jax.pmap(functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer,
-                                    loss_config=config.loss),
-                  axis_name=train_step_lib.AXIS, donate_argnums=(0,))
+  step = train_step_lib.pmapped_train_step(config, model).function
   host = random_batch(config, num_classes)
   batch = jax.pmap(lambda x: x)(host)  # resident on the devices, as after prefetching
   start = time.perf_counter()
