@@ -126,11 +126,15 @@ def _storage_errors(manager: ocp.CheckpointManager, step: int, intact: list[int]
         'and rerun the same command to resume.') from error
 
 
+def saved_steps(best_dir: epath.Path, periodic_dir: epath.Path) -> list[int]:
+  """The steps of every periodic and best checkpoint, sorted."""
+  return _all_steps(*_read_only_managers(best_dir, periodic_dir))
+
+
 def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path,
                       which: str | int = 'best') -> tuple[int, PyTree]:
   """Restores {'params', 'batch_stats'} as host arrays: 'best' (else latest), 'latest' or a step."""
-  best = ocp.CheckpointManager(best_dir, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-  periodic = ocp.CheckpointManager(periodic_dir, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  best, periodic = _read_only_managers(best_dir, periodic_dir)
   manager, step = _choose_checkpoint(best, periodic, which)
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {periodic_dir} or {best_dir}: '
@@ -141,8 +145,18 @@ def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path,
     raise CheckpointError(
         f'the checkpoint of step {step} in {manager.directory} cannot be restored: '
         f'{storage.describe_error(error)}. Choose another with --config.eval.checkpoint=latest or a step '
-        f'number (saved steps: {sorted(set(periodic.all_steps()) | set(best.all_steps()))}).') from error
+        f'number (saved steps: {_all_steps(best, periodic)}).') from error
   return step, _to_host(restored['variables'])
+
+
+def _read_only_managers(best_dir: epath.Path,
+                        periodic_dir: epath.Path) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
+  return tuple(ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+               for directory in (best_dir, periodic_dir))
+
+
+def _all_steps(best: ocp.CheckpointManager, periodic: ocp.CheckpointManager) -> list[int]:
+  return sorted(set(periodic.all_steps()) | set(best.all_steps()))
 
 
 def _choose_checkpoint(best: ocp.CheckpointManager, periodic: ocp.CheckpointManager,
@@ -156,7 +170,7 @@ def _choose_checkpoint(best: ocp.CheckpointManager, periodic: ocp.CheckpointMana
     if step in manager.all_steps():
       return manager, step
   raise ValueError(f'config.eval.checkpoint={which!r}: no checkpoint at step {step}; saved steps are '
-                   f'{sorted(set(periodic.all_steps()) | set(best.all_steps()))}.')
+                   f'{_all_steps(best, periodic)}.')
 
 
 def _to_host(tree: PyTree) -> PyTree:

@@ -24,10 +24,11 @@ from axm_jax import config_files
 from axm_jax import preemption
 from axm_jax import run as run_lib
 from axm_jax import storage
+from axm_jax import warm_start
 
 # Errors that say what to fix; shown as one message, without a traceback.
 USER_ERRORS = (checkpointing.CheckpointError, storage.StorageError, run_lib.WorkdirLockedError,
-               run_lib.ConfigMismatchError)
+               run_lib.ConfigMismatchError, run_lib.CrossDatasetError, warm_start.WarmStartError)
 
 flags.disclaim_key_flags()  # a flag that define_config_flag defines belongs to the command that calls it
 

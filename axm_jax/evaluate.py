@@ -14,6 +14,10 @@ Protocols on one split (SPEC §5; metric definitions in axm_jax.metrics):
              axm_net.image_text_query; one query per caption.
 Names in the returned dict: <protocol>_r<K> for K in config.eval.ranks, <protocol>_map, <protocol>_minp (percent),
 <protocol>_queries, <protocol>_skipped_queries, and reid_unknown_camera_images.
+
+Cross-dataset evaluation (config.eval.dataset, --mode=eval): the run's model and tokenizer on another dataset's
+splits, at the run's image size (run.evaluation_config), refused where the run's tokenizer does not know more than
+config.eval.max_unknown_token_fraction of the split's caption tokens; reports go to eval/<dataset>_<split>_<step>.*.
 """
 from collections.abc import Callable, Iterable, Mapping
 import dataclasses
@@ -34,12 +38,15 @@ from axm_jax import plots
 from axm_jax import run
 from axm_jax import storage
 from axm_jax.data import pipeline
+from axm_jax.data import synthetic
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
 
 CMC_MAX_RANK = 20
 PICTURE_TOP_K = 10
 REID_PROTOCOLS = ('reid_v2v', 'reid_t2v', 'reid_vt2v')
+# config.eval.dataset: a dataset name, or SynthPedes with one of its builder configs.
+EVAL_DATASETS = pipeline.DATASET_NAMES + tuple(f'synth_pedes/{c.name}' for c in synthetic.SynthPedes.BUILDER_CONFIGS)
 
 PyTree = Any
 
@@ -175,32 +182,42 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split_n
   Returns the checkpoint's step and the flat metrics.
   """
   trained = run.open_trained(workdir, which, config)
-  return trained.step, _evaluate_and_report(trained, split_name)
+  split = pipeline.load_split(trained.config.data, split_name)
+  return trained.step, _evaluate_and_report(trained, split_name, split)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, float]]:
   """--mode=eval: evaluates checkpoint config.eval.checkpoint on every split of config.eval.splits.
 
   Model and data come from the run's own config (config.json); the `eval` section and the machine-specific
-  data fields (data_dir, manual_dir, eval_batch_size) come from `config` (run.evaluation_config).
+  data fields (data_dir, manual_dir, eval_batch_size) come from `config` (run.evaluation_config); with
+  config.eval.dataset, the splits are that dataset's, each checked before any is evaluated (module docstring).
   """
+  if config.eval.dataset not in ('',) + EVAL_DATASETS:
+    raise run.CrossDatasetError(f'config.eval.dataset = {config.eval.dataset!r} is not a dataset; expected "" (the '
+                                f"run's own) or one of {', '.join(EVAL_DATASETS)}.")
   trained = run.open_trained(workdir, config.eval.checkpoint, config)
   encoders.precompile_encoders(trained.model, trained.variables, trained.config.data)
-  return {split_name: _evaluate_and_report(trained, split_name) for split_name in config.eval.splits}
+  splits = {split_name: pipeline.load_split(trained.config.data, split_name) for split_name in config.eval.splits}
+  if config.eval.dataset:
+    for split_name, split in splits.items():
+      check_tokenizer_coverage(trained.tokenizer, split, split_name, config.eval)
+  return {split_name: _evaluate_and_report(trained, split_name, split) for split_name, split in splits.items()}
 
 
-def _evaluate_and_report(trained: run.TrainedRun, split_name: str) -> dict[str, float]:
-  """Evaluates one split; process 0 writes eval/<split>_<step>.json and pictures, and prints a table."""
-  config, step = trained.config, trained.step
-  split = pipeline.load_split(config.data, split_name)
+def _evaluate_and_report(trained: run.TrainedRun, split_name: str, split: pipeline.SplitData) -> dict[str, float]:
+  """Evaluates one split; process 0 writes eval/[<dataset>_]<split>_<step>.json and pictures, prints a table."""
+  config, step, dataset = trained.config, trained.step, trained.config.eval.dataset
   statistics, images, texts = split_statistics(trained.variables, trained.model, split, trained.tokenizer, config)
   flat = flat_metrics(statistics, config.eval.ranks, images)
   if jax.process_index() == 0:
-    report = lambda suffix: trained.directory.eval_report(split_name, step, suffix)
+    report = lambda suffix: trained.directory.eval_report(split_name, step, suffix, dataset)
     trained.directory.eval.mkdir(parents=True, exist_ok=True)
-    storage.atomic_write(report('.json'), json.dumps({'split': split_name, 'step': step, 'metrics': flat},
-                                                     indent=2))
-    print(format_table(statistics, config.eval.ranks, f'{split_name} split, checkpoint step {step}'))
+    cross_dataset = {'dataset': dataset} if dataset else {}
+    storage.atomic_write(report('.json'), json.dumps(
+        {**cross_dataset, 'split': split_name, 'step': step, 'metrics': flat}, indent=2))
+    heading = f'{dataset} {split_name}' if dataset else split_name
+    print(format_table(statistics, config.eval.ranks, f'{heading} split, checkpoint step {step}'))
     title = f'{config.data.name} {split_name}, step {step}'
     storage.atomic_write(report('_cmc.png'), plots.cmc_png(
         {name: metrics.cmc_curve(s, CMC_MAX_RANK) for name, s in statistics.items()}, f'CMC, {title}'))
@@ -209,6 +226,18 @@ def _evaluate_and_report(trained: run.TrainedRun, split_name: str) -> dict[str, 
           picture_retrievals(split, images, texts, config.eval.num_picture_queries), f'T->V top-{PICTURE_TOP_K}, '
           f'{title}'))
   return flat
+
+
+def check_tokenizer_coverage(tokenizer: tokenizer_lib.Tokenizer, split: pipeline.SplitData, split_name: str,
+                             eval_config: ml_collections.ConfigDict) -> None:
+  """Refuses a cross-dataset split whose captions the run's tokenizer does not cover (too many unknown tokens)."""
+  fraction = tokenizer.unknown_fraction(pipeline.flat_captions(split))
+  if fraction > eval_config.max_unknown_token_fraction:
+    raise run.CrossDatasetError(
+        f"config.eval.dataset = {eval_config.dataset!r}: the run's tokenizer does not know {fraction:.2%} of the "
+        f"tokens of the {split_name} split's captions, more than config.eval.max_unknown_token_fraction = "
+        f'{eval_config.max_unknown_token_fraction:.2%}; its text queries would be meaningless. Evaluate on a '
+        "dataset whose captions the run's tokenizer covers.")
 
 
 def format_table(statistics: Mapping[str, metrics.RankStatistics], ranks: Iterable[int], title: str) -> str:

@@ -1,4 +1,4 @@
-"""Evaluation pictures as PNG bytes: top-k retrievals with hits framed, and CMC curves (matplotlib, no pyplot)."""
+"""Pictures as PNG bytes: top-k retrievals with hits framed, CMC curves, curves over seeds (matplotlib, no pyplot)."""
 from collections.abc import Mapping, Sequence
 import dataclasses
 import io
@@ -55,6 +55,32 @@ def cmc_png(curves: Mapping[str, np.ndarray], title: str) -> bytes:
   max_rank = max(len(c) for c in curves.values())
   axes.set_xticks([1, *range(5, max_rank + 1, 5)])
   axes.set_ylim(0, 100)
+  axes.grid(alpha=0.3)
+  axes.legend(loc='lower right')
+  axes.set_title(title)
+  return _png(fig)
+
+
+@dataclasses.dataclass(frozen=True)
+class Band:
+  """A curve over several runs: the mean and the range of the runs at each x."""
+  steps: np.ndarray
+  mean: np.ndarray
+  low: np.ndarray
+  high: np.ndarray
+
+
+def bands_png(bands: Mapping[str, Band], title: str, xlabel: str, ylabel: str) -> bytes:
+  """One mean line per name, its range shaded."""
+  if not bands:
+    raise ValueError('bands_png needs at least one band')
+  fig = figure.Figure(figsize=(6, 4), layout='constrained')
+  axes = fig.add_subplot()
+  for name, band in bands.items():
+    line, = axes.plot(band.steps, band.mean, marker='o', markersize=3, label=name)
+    axes.fill_between(band.steps, band.low, band.high, color=line.get_color(), alpha=0.2)
+  axes.set_xlabel(xlabel)
+  axes.set_ylabel(ylabel)
   axes.grid(alpha=0.3)
   axes.legend(loc='lower right')
   axes.set_title(title)

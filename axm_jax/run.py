@@ -13,6 +13,7 @@ write goes through axm_jax.storage.
   run.lock                          while a run trains: host, pid, heartbeat
   tb/                               TensorBoard events
   eval/<split>_<step>.*             evaluation reports and pictures
+  eval/<dataset>_<split>_<step>.*   the same of a cross-dataset evaluation (config.eval.dataset)
 """
 from collections.abc import Iterator
 import contextlib
@@ -42,13 +43,14 @@ FIELDS_ADDED_LATER = {
     'model.architecture': 'axm_net', 'model.dual_encoder_channels': (32, 64, 128, 256),
     'model.dual_encoder_text_channels': 256, 'model.contrastive_temperature': 0.02,
     'model.learn_temperature': False, 'loss.sdm_weight': 0.0, 'loss.itc_weight': 0.0,
-    'loss.contrastive_temperature': 0.02, 'loss.learn_temperature': False, 'train.time_budget_minutes': 0.0}
+    'loss.contrastive_temperature': 0.02, 'loss.learn_temperature': False, 'train.time_budget_minutes': 0.0,
+    'model.init_from': '', 'eval.dataset': '', 'eval.max_unknown_token_fraction': 0.05}
 # Fields of config.data / config.model that a resumed run may change: where files are, how evaluation batches,
 # the compute dtype and what the parameters were initialised from. Every other data or model field, and the seed
 # that fixes the data order, changes what the checkpoints mean.
 RESUMABLE_MODEL_DATA_FIELDS = frozenset({
     'data.data_dir', 'data.manual_dir', 'data.eval_batch_size', 'model.dtype', 'model.pretrained_visual',
-    'model.pretrained_words', 'model.affinity_scale_init', 'model.affinity_bias_init',
+    'model.pretrained_words', 'model.init_from', 'model.affinity_scale_init', 'model.affinity_bias_init',
     'model.contrastive_temperature'})
 FIXED_SECTIONS = ('data', 'model')
 FIXED_FIELDS = frozenset({'train.seed'})
@@ -62,6 +64,10 @@ class WorkdirLockedError(RuntimeError):
 
 class ConfigMismatchError(ValueError):
   """The command's config changes the model or the data of the run in the workdir."""
+
+
+class CrossDatasetError(ValueError):
+  """config.eval.dataset asks for an evaluation whose result would be meaningless."""
 
 
 class RunDirectory:
@@ -84,9 +90,11 @@ class RunDirectory:
   def __str__(self) -> str:
     return os.fspath(self.root)
 
-  def eval_report(self, split_name: str, step: int, suffix: str) -> epath.Path:
-    """eval/<split>_<step><suffix>, e.g. suffix '.json' or '_cmc.png'."""
-    return self.eval / f'{split_name}_{step}{suffix}'
+  def eval_report(self, split_name: str, step: int, suffix: str, dataset: str = '') -> epath.Path:
+    """eval/<split>_<step><suffix>, e.g. suffix '.json' or '_cmc.png'; a cross-dataset evaluation's
+    (config.eval.dataset, '/' written '-') eval/<dataset>_<split>_<step><suffix>."""
+    prefix = f'{dataset.replace("/", "-")}_' if dataset else ''
+    return self.eval / f'{prefix}{split_name}_{step}{suffix}'
 
   def checkpoints(self, keep: int) -> checkpointing.Checkpoints:
     return checkpointing.Checkpoints(self.periodic_checkpoints, self.best_checkpoints, self.damaged_checkpoints, keep)
@@ -94,6 +102,10 @@ class RunDirectory:
   def restore_variables(self, which: str | int = 'best') -> tuple[int, PyTree]:
     """{'params', 'batch_stats'} as host arrays at checkpoint 'best' (else latest), 'latest' or a step."""
     return checkpointing.restore_variables(self.best_checkpoints, self.periodic_checkpoints, which)
+
+  def checkpoint_steps(self) -> list[int]:
+    """The steps of its periodic and best checkpoints, sorted."""
+    return checkpointing.saved_steps(self.best_checkpoints, self.periodic_checkpoints)
 
 
 # Files of a run.
@@ -117,12 +129,33 @@ def load_config(directory: RunDirectory) -> ml_collections.ConfigDict:
 
 def evaluation_config(run_config: ml_collections.ConfigDict,
                       command_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The run's config with the command's eval section and data location / eval batch size."""
+  """The run's config with the command's eval section and data location / eval batch size.
+
+  With config.eval.dataset ('NAME' or 'synth_pedes/BUILDER_CONFIG'), that dataset's name and builder config
+  replace the run's: a cross-dataset evaluation of the run's model and tokenizer at the run's image size.
+  """
   merged = ml_collections.ConfigDict(run_config.to_dict())
   merged.eval = ml_collections.ConfigDict(command_config.eval.to_dict())
   for field in MACHINE_DATA_FIELDS:
     merged.data[field] = command_config.data[field]
+  dataset = command_config.eval.dataset
+  if dataset:
+    _check_cross_dataset_image_size(run_config, command_config)
+    name, _, builder_config = dataset.partition('/')
+    merged.data.name, merged.data.builder_config = name, builder_config or 'default'
   return merged
+
+
+def _check_cross_dataset_image_size(run_config: ml_collections.ConfigDict,
+                                    command_config: ml_collections.ConfigDict) -> None:
+  """Refuses a cross-dataset evaluation whose command asks for another image size than the run was trained at."""
+  trained, asked = tuple(run_config.data.image_size), tuple(command_config.data.image_size)
+  if asked != trained:
+    raise CrossDatasetError(
+        f'config.eval.dataset = {command_config.eval.dataset!r}: config.data.image_size is {asked} in the command, '
+        f'{trained} in the run; its model is evaluated at the size it was trained at (its stripes and learned maps '
+        "fix it), and the other dataset's images are resized to it. Rerun with "
+        f'--config.data.image_size="{trained}".')
 
 
 def save_label_map(directory: RunDirectory, label_map: dict[int, int]) -> None:

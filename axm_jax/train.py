@@ -28,6 +28,7 @@ from axm_jax import startup
 from axm_jax import summaries
 from axm_jax import time_budget
 from axm_jax import train_step as train_step_lib
+from axm_jax import warm_start
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import factory
@@ -64,6 +65,8 @@ def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
            is_writer: bool) -> dict[str, dict[str, float]]:
   """Compiles the train step and the encoders in background threads while the data and the state load."""
   clock = startup.StartupClock()
+  if config.model.init_from and not directory.checkpoint_steps():  # a fresh run: refuse a wrong source before it starts
+    warm_start.check_source(config)
   if is_writer:
     run.save_config(directory, config)
   recorded_steps = time_budget.recorded_steps(config, directory)
@@ -216,6 +219,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.loss.{field} must be >= 0, got {config.loss[field]}.')
   if config.loss.contrastive_temperature <= 0:
     raise ValueError(f'config.loss.contrastive_temperature must be > 0, got {config.loss.contrastive_temperature}.')
+  if config.eval.dataset:
+    raise ValueError(f'config.eval.dataset = {config.eval.dataset!r} is read by --mode=eval only (training selects '
+                     "and tests on its own dataset); set it to '' and evaluate the trained run with --mode=eval.")
   if config.model.architecture == 'dual_encoder' and config.model.pretrained_visual:
     raise ValueError("config.model.pretrained_visual holds OSNet weights for config.model.architecture='axm_net'; "
                      "set it to '' for 'dual_encoder'.")

@@ -75,11 +75,16 @@ def init_variables(config: ml_collections.ConfigDict, model: nn.Module) -> dict[
 
 def create_state(config: ml_collections.ConfigDict, model: nn.Module, optimizer: optax.GradientTransformation,
                  vocab: list[str], variables: dict[str, Any] | None = None) -> TrainState:
-  """The initial state: `variables` (default: init_variables), pretrained files loaded over them, and the
-  optimizer state."""
+  """A fresh run's initial state at step 0: `variables` (default: init_variables), the pretrained files loaded over
+  them, then config.model.init_from's checkpoint wherever it fits (axm_jax.warm_start), and a fresh optimizer
+  state."""
   if variables is None:
     variables = init_variables(config, model)
   variables = pretrained.load_pretrained(variables, config.model, vocab)
+  if config.model.init_from:
+    # Imported here: reading a run needs sentencepiece, which the GPU benchmarks that import this module lack.
+    from axm_jax import warm_start  # pylint: disable=g-import-not-at-top
+    variables = warm_start.initialise(variables, config, vocab)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=jax.jit(optimizer.init)(variables['params']))
 

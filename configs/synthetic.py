@@ -42,6 +42,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   config.model.pretrained_visual = ''  # .npz from `python -m axm_jax.models.pretrained osnet`
   config.model.pretrained_words = ''  # word2vec text file
+  # 'WORKDIR[:STEP]': a fresh run starts from that run's checkpoint (best, else latest) where shapes fit, loaded after
+  # the pretrained files (axm_jax/warm_start.py); a resumed run restores its own checkpoint instead.
+  config.model.init_from = ''
   config.model.dual_encoder_channels = (32, 64, 128, 256)  # dual_encoder: one stride-2 conv-BN-ReLU per entry
   config.model.dual_encoder_text_channels = 256  # dual_encoder: width of the residual 1-D conv text encoder
 
@@ -91,6 +94,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.eval.query_chunk = 1024
   config.eval.checkpoint = 'best'  # --mode=eval: 'best' (else latest) | 'latest' | a step number
   config.eval.splits = ('test',)  # --mode=eval: the splits to evaluate
+  # --mode=eval on another dataset's splits with the run's model and tokenizer ('' = the run's own): cuhk_pedes,
+  # icfg_pedes, rstpreid, synth_pedes or synth_pedes/BUILDER_CONFIG; reports in eval/<dataset>_<split>_<step>.*
+  config.eval.dataset = ''
+  config.eval.max_unknown_token_fraction = 0.05  # eval.dataset is refused above this share of unknown caption tokens
   if variant == 'smoke':
     _shrink_to_smoke(config)
   return config

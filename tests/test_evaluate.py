@@ -2,11 +2,14 @@
 import io
 import json
 import os
+import shutil
 
+import fake_pedes
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from PIL import Image
 import pytest
 
@@ -16,6 +19,7 @@ from axm_jax import evaluate
 from axm_jax import metrics
 from axm_jax import plots
 from axm_jax import run
+from axm_jax import train
 from axm_jax.data import pipeline
 from axm_jax.data import tokenizer as tokenizer_lib
 from axm_jax.models import axm_net
@@ -112,6 +116,15 @@ def test_evaluation_config_takes_eval_section_and_data_location_from_command_lin
   assert merged.model.width == 0.5 and merged.data.image_size == (64, 32)
   assert merged.eval.splits == ('val', 'test') and merged.data.data_dir == '/elsewhere'
   assert merged.data.eval_batch_size == config.data.eval_batch_size
+  assert (merged.data.name, merged.data.builder_config) == ('synth_pedes', 'tiny')  # the run's own dataset
+  for dataset, name, builder_config in (('cuhk_pedes', 'cuhk_pedes', 'default'),
+                                        ('synth_pedes/default', 'synth_pedes', 'default')):
+    config.eval.dataset = dataset
+    merged = run.evaluation_config(run_config, config)
+    assert (merged.data.name, merged.data.builder_config, merged.data.text_length) == (name, builder_config, 16)
+  assert run.RunDirectory('/runs/a').eval_report('test', 6, '_cmc.png', 'synth_pedes/tiny') == epath.Path(
+      '/runs/a/eval/synth_pedes-tiny_test_6_cmc.png')
+  assert run.RunDirectory('/runs/a').eval_report('test', 6, '.json') == epath.Path('/runs/a/eval/test_6.json')
 
 
 # --- Extraction over padded streams ---------------------------------------------------------------------------
@@ -329,3 +342,104 @@ def test_evaluate_writes_json_table_and_pictures(tiny, tmp_path, capsys):
   assert 'val split, checkpoint step 7' in output and 'test split, checkpoint step 7' in output
   assert sorted(os.listdir(tmp_path / 'eval')) == sorted(
       f'{s}_7{suffix}' for s in ('val', 'test') for suffix in ('.json', '_cmc.png', '_retrievals.png'))
+
+
+# --- Cross-dataset evaluation: the smoke run on a fake CUHK-PEDES ----------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def cross_dataset(smoke_run, tmp_path_factory):
+  """(a copy of the smoke run whose own reports are marker files, the markers, a fake CUHK-PEDES, a TFDS dir)."""
+  root = tmp_path_factory.mktemp('cross_dataset')
+  workdir = root / 'run'
+  shutil.copytree(smoke_run, workdir, ignore=shutil.ignore_patterns('eval', 'tb'))
+  (workdir / 'eval').mkdir()
+  markers = {f'test_{step}{suffix}': f'own report {step}{suffix}'.encode()
+             for step in run.RunDirectory(workdir).checkpoint_steps() for suffix in ('.json', '_cmc.png')}
+  for name, content in markers.items():
+    (workdir / 'eval' / name).write_bytes(content)
+  fake = fake_pedes.make_cuhk_pedes(str(root / 'cuhk_pedes'), test_ids=6, images_per_id=3)
+  return workdir, markers, fake, root / 'tfds'
+
+
+def cross_dataset_config(fake, data_dir, dataset='cuhk_pedes'):
+  config = config_files.load_config('configs/synthetic.py:smoke')
+  config.data.data_dir, config.data.manual_dir, config.eval.dataset = str(data_dir), fake.root, dataset
+  return config
+
+
+def ranking_metrics(queries, gallery):
+  """R@1 and mAP (percent) of every query against the whole gallery, written out without the metrics module."""
+  hits, precisions = [], []
+  for vector, person_id in zip(queries.vectors, queries.person_ids):
+    relevant = gallery.person_ids[np.argsort(-(gallery.vectors @ vector), kind='stable')] == person_id
+    hits.append(relevant[0])
+    precisions.append(np.mean(np.cumsum(relevant)[relevant] / (np.flatnonzero(relevant) + 1)))
+  return 100 * np.mean(hits), 100 * np.mean(precisions)
+
+
+def test_cross_dataset_evaluation_reports_the_other_split_beside_the_runs_own_reports(cross_dataset, capsys):
+  workdir, markers, fake, data_dir = cross_dataset
+  config = cross_dataset_config(fake, data_dir)
+  results = evaluate.evaluate(config, str(workdir))['test']
+  trained = run.open_trained(workdir, 'best', config)
+  step = trained.step
+  assert json.loads((workdir / 'eval' / f'cuhk_pedes_test_{step}.json').read_text()) == {
+      'dataset': 'cuhk_pedes', 'split': 'test', 'step': step, 'metrics': results}
+  assert f'cuhk_pedes test split, checkpoint step {step}' in capsys.readouterr().out
+  reports = {path.name: path.read_bytes() for path in (workdir / 'eval').iterdir()}
+  assert {name: content for name, content in reports.items() if name in markers} == markers
+  assert sorted(set(reports) - set(markers)) == [
+      f'cuhk_pedes_test_{step}{suffix}' for suffix in ('.json', '_cmc.png', '_retrievals.png')]
+  test_images = [image for image in fake.images if image.split == 'test']
+  assert results['t2i_queries'] == sum(len(image.captions) for image in test_images) == 41  # 5 of them with 3
+  assert results['i2t_queries'] == len(test_images) == 18
+  split = pipeline.load_split(trained.config.data, 'test')
+  assert sorted(split.image_keys) == sorted(image.image_key for image in test_images)
+  images, texts = evaluate.compute_embeddings(trained.variables, trained.model, split, trained.tokenizer,
+                                              trained.config)
+  for protocol, (queries, gallery) in (('t2i', (texts, images)), ('i2t', (images, texts))):
+    r1, mean_ap = ranking_metrics(queries, gallery)
+    assert results[f'{protocol}_r1'] == pytest.approx(r1, abs=1e-9)
+    assert results[f'{protocol}_map'] == pytest.approx(mean_ap, abs=1e-9)
+
+
+def test_cross_dataset_evaluation_refuses_captions_the_runs_tokenizer_does_not_know(cross_dataset):
+  workdir, markers, fake, data_dir = cross_dataset
+  config = cross_dataset_config(fake, data_dir)
+  config.eval.max_unknown_token_fraction = 0.01
+  captions = [caption for image in fake.images if image.split == 'test' for caption in image.captions]
+  ids, _ = run.load_tokenizer(run.RunDirectory(workdir)).encode(captions, 256)
+  pieces = ids[~np.isin(ids, (tokenizer_lib.PAD_ID, tokenizer_lib.BOS_ID, tokenizer_lib.EOS_ID))]
+  unknown = np.mean(pieces == tokenizer_lib.UNK_ID)
+  assert 0.01 < unknown < 0.05  # the non-ASCII captions: refused at 1%, evaluated at the default 5%
+  reports = {path.name: path.read_bytes() for path in (workdir / 'eval').iterdir()}
+  with pytest.raises(run.CrossDatasetError) as raised:
+    evaluate.evaluate(config, str(workdir))
+  assert str(raised.value) == (
+      f"config.eval.dataset = 'cuhk_pedes': the run's tokenizer does not know {unknown:.2%} of the tokens of the "
+      "test split's captions, more than config.eval.max_unknown_token_fraction = 1.00%; its text queries would be "
+      "meaningless. Evaluate on a dataset whose captions the run's tokenizer covers.")
+  assert {path.name: path.read_bytes() for path in (workdir / 'eval').iterdir()} == reports
+
+
+def test_cross_dataset_evaluation_refuses_another_image_size_and_unknown_datasets(cross_dataset):
+  workdir, _, fake, data_dir = cross_dataset
+  config = cross_dataset_config(fake, data_dir)
+  config.data.image_size = (128, 64)
+  with pytest.raises(run.CrossDatasetError) as raised:
+    evaluate.evaluate(config, str(workdir))
+  assert str(raised.value) == (
+      "config.eval.dataset = 'cuhk_pedes': config.data.image_size is (128, 64) in the command, (64, 32) in the run; "
+      "its model is evaluated at the size it was trained at (its stripes and learned maps fix it), and the other "
+      "dataset's images are resized to it. Rerun with --config.data.image_size=\"(64, 32)\".")
+  with pytest.raises(run.CrossDatasetError) as raised:
+    evaluate.evaluate(cross_dataset_config(fake, data_dir, dataset='market1501'), str(workdir))
+  assert str(raised.value) == (
+      "config.eval.dataset = 'market1501' is not a dataset; expected \"\" (the run's own) or one of cuhk_pedes, "
+      'icfg_pedes, rstpreid, synth_pedes, synth_pedes/default, synth_pedes/tiny.')
+  with pytest.raises(ValueError) as raised:
+    train.validate_config(cross_dataset_config(fake, data_dir))
+  assert str(raised.value) == (
+      "config.eval.dataset = 'cuhk_pedes' is read by --mode=eval only (training selects and tests on its own "
+      "dataset); set it to '' and evaluate the trained run with --mode=eval.")

@@ -58,6 +58,12 @@ class Tokenizer:
       ids[row, :len(framed)] = framed
     return ids, ids != PAD_ID
 
+  def unknown_fraction(self, texts: Sequence[str]) -> float:
+    """The share of the pieces of `texts` (whole, not cut to a row length) that the vocabulary lacks (unk)."""
+    pieces = self._processor.encode(list(texts), out_type=int)
+    total = sum(len(text_pieces) for text_pieces in pieces)
+    return sum(text_pieces.count(UNK_ID) for text_pieces in pieces) / max(total, 1)
+
   def decode(self, ids: np.ndarray) -> list[str] | str:
     """Inverse of `encode` for one row [L] (-> str) or a batch [N, L] (-> list); pad, bos and eos are dropped."""
     ids = np.asarray(ids)
