@@ -89,7 +89,7 @@ def test_a_real_run_loads_bit_exactly_where_it_fits_and_another_class_count_keep
   fresh = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), flax.core.unfreeze(shapes))
   vocabulary = run.load_tokenizer(directory).vocabulary()
   loaded, saved, fresh = flat(warm_start.initialise(fresh, config, vocabulary)), flat(saved), flat(fresh)
-  assert loaded.keys() == saved.keys() == fresh.keys() and len(loaded) > 900
+  assert loaded.keys() == saved.keys() == fresh.keys() and len(loaded) > 400
   for path, value in loaded.items():
     assert_same(value, fresh[path] if path == 'params/classifier/kernel' else saved[path])
   total = sum(value.size for value in fresh.values())
