@@ -196,6 +196,24 @@ def barrier(name: str) -> None:
     distributed.global_state.client.wait_at_barrier(name, BARRIER_TIMEOUT_S * 1000)
 
 
+def _validate_plain_branch(model: ml_collections.ConfigDict) -> None:
+  """model.plain_branch names an AXM-Net branch to swap, and the attention head that branch would lose is off."""
+  if model.plain_branch not in ('', 'visual', 'text'):
+    raise ValueError(f"config.model.plain_branch = {model.plain_branch!r}; expected one of ('', 'visual', 'text').")
+  if not model.plain_branch:
+    return
+  if model.architecture != 'axm_net':
+    raise ValueError(f"config.model.plain_branch = {model.plain_branch!r} swaps a branch of AXM-Net; set it to '' "
+                     f"for config.model.architecture = {model.architecture!r}.")
+  head = {'visual': 'part_attention', 'text': 'text_attention'}[model.plain_branch]
+  if model[head]:
+    raise ValueError(f"config.model.plain_branch = {model.plain_branch!r} has no AXM {model.plain_branch} branch "
+                     f"for its attention head: set config.model.{head}=False.")
+  if model.plain_branch == 'visual' and model.pretrained_visual:
+    raise ValueError("config.model.pretrained_visual holds OSNet weights for AXM-Net's visual branch; set it to '' "
+                     "with config.model.plain_branch = 'visual'.")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects values the run cannot honour, naming the field."""
   if config.data.images_per_identity < 2:
@@ -222,6 +240,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.eval.dataset:
     raise ValueError(f'config.eval.dataset = {config.eval.dataset!r} is read by --mode=eval only (training selects '
                      "and tests on its own dataset); set it to '' and evaluate the trained run with --mode=eval.")
+  _validate_plain_branch(config.model)
   if config.model.architecture == 'dual_encoder' and config.model.pretrained_visual:
     raise ValueError("config.model.pretrained_visual holds OSNet weights for config.model.architecture='axm_net'; "
                      "set it to '' for 'dual_encoder'.")

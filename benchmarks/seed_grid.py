@@ -32,6 +32,8 @@ from axm_jax import plots  # pylint: disable=g-import-not-at-top,wrong-import-po
 VARIANTS = {
     'axm_net': (),
     'dual_encoder': ('--config.model.architecture=dual_encoder',),
+    'axm_net_plain_visual': ('--config.model.plain_branch=visual', '--config.model.part_attention=False'),
+    'axm_net_plain_text': ('--config.model.plain_branch=text', '--config.model.text_attention=False'),
     'axm_net_gate_per_modality': ('--config.model.share_gate=False',),
     'axm_net_no_part_attention': ('--config.model.part_attention=False',),
     'axm_net_no_text_attention': ('--config.model.text_attention=False',),

@@ -36,6 +36,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.share_gate = True
   config.model.part_attention = True
   config.model.text_attention = True
+  # A rung of the ladder to the dual encoder: 'visual' or 'text' encodes that modality with the dual encoder's plain
+  # encoder (axm_jax/models/plain_encoders.py); 'visual' needs part_attention=False, 'text' text_attention=False.
+  config.model.plain_branch = ''
   config.model.gate_reduction = 16
   config.model.part_reduction = 16
   config.model.text_attention_ratio = 4

@@ -98,6 +98,11 @@ def test_padding_leaves_the_text_embedding_unchanged(inputs, model_and_variables
 def test_loss_falls_in_train_steps_on_one_batch(inputs):
   config = tiny_config()
   config.loss.update(itc_weight=1.0, learn_temperature=True)
+  assert {'itc', 'id', 'triplet', 'affinity'} <= set(assert_loss_falls(config, inputs))
+
+
+def assert_loss_falls(config, inputs) -> dict:
+  """Eight train steps on one batch at a high learning rate bring the total loss below 0.7 of the first; the terms."""
   config.optim.update(learning_rate=1e-2, warmup_steps=0)
   config.train.num_steps = 100  # the learning rate stays near its peak over the steps below
   model = factory.build_model(config.model, CLASSES, axis_name=train_step_lib.AXIS)
@@ -115,8 +120,68 @@ def test_loss_falls_in_train_steps_on_one_batch(inputs):
   for _ in range(8):
     state, terms = step(state, batch)
     totals.append(float(terms['total'][0]))
-  assert {'itc', 'id', 'triplet', 'affinity'} <= set(terms) and np.all(np.isfinite(totals))
-  assert totals[-1] < 0.7 * totals[0], totals
+  assert np.all(np.isfinite(totals)) and totals[-1] < 0.7 * totals[0], totals
+  return terms
+
+
+@pytest.mark.parametrize('plain_branch, method, attention', [('visual', 'encode_image', 'part_attention'),
+                                                              ('text', 'encode_text', 'text_attention')])
+def test_plain_branch_encodes_like_the_dual_encoder_and_keeps_the_other_axm_branch(inputs, model_and_variables,
+                                                                                  plain_branch, method, attention):
+  """The swapped modality is the dual encoder's (its parameters give its outputs); the other is AXM-Net's."""
+  plain_model, plain_variables = model_and_variables
+  image, text_ids, text_mask = inputs
+  arguments = {'encode_image': (image,), 'encode_text': (text_ids, text_mask)}
+  other = 'encode_text' if method == 'encode_image' else 'encode_image'
+  axm_model = factory.build_model(tiny_config('axm_net', **{attention: False}).model, CLASSES)
+  model = factory.build_model(tiny_config('axm_net', plain_branch=plain_branch, **{attention: False}).model, CLASSES)
+  variables = flax.core.unfreeze(jax.jit(model.init)(jax.random.key(3), image, text_ids, text_mask))
+  axm_variables = flax.core.unfreeze(jax.jit(axm_model.init)(jax.random.key(4), image, text_ids, text_mask))
+  shapes = lambda tree: jax.tree.map(np.shape, tree)
+  for collection in variables:  # each subtree from the dual encoder where it has one of that shape, else AXM-Net's
+    for name, subtree in variables[collection].items():
+      plain = plain_variables[collection].get(name)
+      if plain is not None and shapes(plain) == shapes(subtree):
+        if shapes(axm_variables[collection].get(name)) == shapes(plain):  # shared: classifier, necks, embedding
+          axm_variables[collection][name] = plain
+        variables[collection][name] = plain
+      else:
+        variables[collection][name] = axm_variables[collection][name]
+  for target, source_model, source_variables, name in ((method, plain_model, plain_variables, plain_branch),
+                                                       (other, axm_model, axm_variables, 'axm')):
+    outputs = model.apply(variables, *arguments[target], method=target)
+    expected = source_model.apply(source_variables, *arguments[target], method=target)
+    if name == 'text':  # beside part attention's two-part image embedding, the text embedding is [n(T), n(T)] / sqrt 2
+      expected['text_embedding'] = np.concatenate([expected['text_embedding']] * 2, axis=-1) / np.sqrt(2)
+    assert set(outputs) == set(expected), name
+    for key in outputs:
+      np.testing.assert_allclose(outputs[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=f'{name}: {key}')
+
+
+def test_plain_visual_branch_trains_with_the_axm_text_branch(inputs):
+  config = tiny_config('axm_net', plain_branch='visual', part_attention=False)
+  assert_loss_falls(config, inputs)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'plain_branch': 'audio'}, "config.model.plain_branch = 'audio'; expected one of ('', 'visual', 'text')."),
+    ({'plain_branch': 'text'}, "config.model.plain_branch = 'text' swaps a branch of AXM-Net; set it to '' for "
+                               "config.model.architecture = 'dual_encoder'."),
+    ({'architecture': 'axm_net', 'plain_branch': 'visual'},
+     "config.model.plain_branch = 'visual' has no AXM visual branch for its attention head: set "
+     "config.model.part_attention=False."),
+    ({'architecture': 'axm_net', 'plain_branch': 'text'},
+     "config.model.plain_branch = 'text' has no AXM text branch for its attention head: set "
+     "config.model.text_attention=False."),
+    ({'architecture': 'axm_net', 'plain_branch': 'visual', 'part_attention': False,
+      'pretrained_visual': 'osnet_x1_0.npz'},
+     "config.model.pretrained_visual holds OSNet weights for AXM-Net's visual branch; set it to '' with "
+     "config.model.plain_branch = 'visual'."),
+])
+def test_invalid_plain_branches_are_rejected(overrides, message):
+  config = tiny_config(**overrides)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    train.validate_config(config)
 
 
 @pytest.mark.parametrize('field, value, message', [

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from axm_jax.models.blocks import AXMBlock, BatchNorm, ConvUnit, apply_mask, global_average_pool
+from axm_jax.models.plain_encoders import plain_text_encoder, plain_visual_encoder
 
 # OSNet x1.0 layout: stem channels, then the output channels of stages 1-3 (each of two blocks); x `width`.
 STAGE_CHANNELS = (64, 256, 384, 512)
@@ -104,7 +105,9 @@ class AXMNet(nn.Module):
 
   Outputs (float32): global_visual, part_visual, text (embeddings before the BN-neck), their logits from the
   one shared classifier, image_embedding / text_embedding (SPEC §1.4), and, when both modalities are given,
-  the learned scalars of the losses (loss_parameters).
+  the learned scalars of the losses (loss_parameters). A ladder rung between AXM-Net and the dual encoder,
+  config.plain_branch = 'visual' or 'text' encodes that modality with the plain encoder of the dual encoder
+  instead; the AXM-blocks then carry the other modality alone.
   """
   config: ml_collections.ConfigDict
   num_classes: int
@@ -133,11 +136,13 @@ class AXMNet(nn.Module):
   def __call__(self, image: jax.Array | None, text_ids: jax.Array | None, text_mask: jax.Array | None,
                train: bool = False) -> dict[str, jax.Array]:
     config = self.config
+    axm_image = image if config.plain_branch != 'visual' else None
+    axm_text = text_ids if config.plain_branch != 'text' else None
     image_map = text_map = mask = None
-    if image is not None:
+    if axm_image is not None:
       image_map = self._conv(self._channels(0), 7, 'visual_stem', strides=2)(image.astype(self._dtype), None, train)
       image_map = nn.max_pool(image_map, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    if text_ids is not None:
+    if axm_text is not None:
       mask = text_mask.astype(bool)
       words = nn.Embed(config.vocab_size, config.word_dim, name='word_embedding')(text_ids)
       text_map = self._conv(self._channels(0), 3, 'text_stem')(apply_mask(words.astype(self._dtype), mask),
@@ -150,9 +155,17 @@ class AXMNet(nn.Module):
     outputs = {}
     if image_map is not None:
       outputs.update(self._visual_heads(image_map, classifier, train))
+    elif image is not None:
+      global_visual = plain_visual_encoder(config, image, self.axis_name, train)
+      neck = self._batch_norm('global_visual_neck', False)(global_visual, train)
+      outputs.update(global_visual=global_visual, image_embedding=l2_normalize(global_visual),
+                     global_visual_logits=classifier(neck))
     if text_map is not None:
       outputs.update(self._text_head(text_map, mask, classifier, train))
-    if image_map is not None and text_map is not None:
+    elif text_ids is not None:
+      text = plain_text_encoder(config, text_ids, text_mask.astype(bool), self.axis_name, train)
+      outputs.update(self._text_outputs(text, classifier, train))
+    if image is not None and text_ids is not None:
       outputs.update(scalars)
     return outputs
 
@@ -216,10 +229,13 @@ class AXMNet(nn.Module):
       text_map = TextContextAttention(config.text_attention_ratio, self._dtype, name='text_attention')(text_map,
                                                                                                        mask)
     text = nn.Dense(config.embed_dim, dtype=self._dtype, name='text_output')(global_average_pool(text_map, mask))
-    text = text.astype(jnp.float32)
+    return self._text_outputs(text.astype(jnp.float32), classifier, train)
+
+  def _text_outputs(self, text: jax.Array, classifier: nn.Dense, train: bool) -> dict[str, jax.Array]:
+    """T, its logits and the text embedding, [n(T), n(T)] / sqrt(2) beside a part-attention image embedding."""
     normalized = l2_normalize(text)
     embedding = (jnp.concatenate([normalized, normalized], axis=-1) / math.sqrt(2.0)
-                 if config.part_attention else normalized)
+                 if self.config.part_attention else normalized)
     return {'text': text,
             'text_logits': classifier(self._batch_norm('text_neck', False)(text, train)),
             'text_embedding': embedding}
