@@ -23,6 +23,10 @@ BEST_METRIC = 't2i_r1'
 PyTree = Any
 
 
+# How a command that evaluates a run chooses another checkpoint (restore_variables's advice).
+CHOOSE_ANOTHER = '--config.eval.checkpoint=latest or a step number'
+
+
 class CheckpointError(RuntimeError):
   """No checkpoint that was asked for can be restored."""
 
@@ -131,9 +135,12 @@ def saved_steps(best_dir: epath.Path, periodic_dir: epath.Path) -> list[int]:
   return _all_steps(*_read_only_managers(best_dir, periodic_dir))
 
 
-def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path,
-                      which: str | int = 'best') -> tuple[int, PyTree]:
-  """Restores {'params', 'batch_stats'} as host arrays: 'best' (else latest), 'latest' or a step."""
+def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path, which: str | int = 'best',
+                      choose_another: str = CHOOSE_ANOTHER) -> tuple[int, PyTree]:
+  """Restores {'params', 'batch_stats'} as host arrays: 'best' (else latest), 'latest' or a step.
+
+  A checkpoint that cannot be restored raises CheckpointError, whose advice is `choose_another`.
+  """
   best, periodic = _read_only_managers(best_dir, periodic_dir)
   manager, step = _choose_checkpoint(best, periodic, which)
   if step is None:
@@ -144,8 +151,8 @@ def restore_variables(best_dir: epath.Path, periodic_dir: epath.Path,
   except Exception as error:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
     raise CheckpointError(
         f'the checkpoint of step {step} in {manager.directory} cannot be restored: '
-        f'{storage.describe_error(error)}. Choose another with --config.eval.checkpoint=latest or a step '
-        f'number (saved steps: {_all_steps(best, periodic)}).') from error
+        f'{storage.describe_error(error)}. Choose another with {choose_another} '
+        f'(saved steps: {_all_steps(best, periodic)}).') from error
   return step, _to_host(restored['variables'])
 
 

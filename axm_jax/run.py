@@ -99,9 +99,10 @@ class RunDirectory:
   def checkpoints(self, keep: int) -> checkpointing.Checkpoints:
     return checkpointing.Checkpoints(self.periodic_checkpoints, self.best_checkpoints, self.damaged_checkpoints, keep)
 
-  def restore_variables(self, which: str | int = 'best') -> tuple[int, PyTree]:
+  def restore_variables(self, which: str | int = 'best',
+                        choose_another: str = checkpointing.CHOOSE_ANOTHER) -> tuple[int, PyTree]:
     """{'params', 'batch_stats'} as host arrays at checkpoint 'best' (else latest), 'latest' or a step."""
-    return checkpointing.restore_variables(self.best_checkpoints, self.periodic_checkpoints, which)
+    return checkpointing.restore_variables(self.best_checkpoints, self.periodic_checkpoints, which, choose_another)
 
   def checkpoint_steps(self) -> list[int]:
     """The steps of its periodic and best checkpoints, sorted."""

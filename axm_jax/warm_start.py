@@ -63,8 +63,8 @@ def parse_init_from(init_from: str) -> tuple[str, int | None]:
   return init_from, None
 
 
-def check_source(config: ml_collections.ConfigDict) -> tuple[run.RunDirectory, int | None]:
-  """The run and STEP that config.model.init_from names, checked without reading a checkpoint.
+def check_source(config: ml_collections.ConfigDict) -> tuple[run.RunDirectory, int | None, ml_collections.ConfigDict]:
+  """The run, STEP and the run's config that config.model.init_from names, checked without reading a checkpoint.
 
   WarmStartError when it holds no run, no checkpoint (of STEP), or a model of another config.model.architecture.
   """
@@ -80,23 +80,25 @@ def check_source(config: ml_collections.ConfigDict) -> tuple[run.RunDirectory, i
     raise fail(f'the run in {directory} has no checkpoint; expected a run that saved at least one.')
   if step is not None and step not in steps:
     raise fail(f'the run in {directory} has no checkpoint of step {step}; its checkpoints are of steps {steps}.')
-  architecture = run.load_config(directory).model.architecture
+  source_config = run.load_config(directory)
+  architecture = source_config.model.architecture
   if architecture != config.model.architecture:
     raise fail(f'the run in {directory} has config.model.architecture = {architecture!r}, this run '
                f'{config.model.architecture!r}; none of its variables would load. Start from a run of the same '
                'architecture.')
-  return directory, step
+  return directory, step, source_config
 
 
 def read_source(config: ml_collections.ConfigDict) -> Source:
   """The checkpoint config.model.init_from names (check_source): STEP, else the run's best, else its latest."""
-  directory, step = check_source(config)
+  directory, step, source_config = check_source(config)
   tokenizer = run.load_tokenizer(directory)
   if tokenizer is None:
     raise WarmStartError(f'config.model.init_from = {config.model.init_from!r}: the run in {directory} has no '
                          'tokenizer.model, which its word embedding needs.')
-  step, variables = directory.restore_variables('best' if step is None else step)
-  return Source(init_from=config.model.init_from, directory=directory, config=run.load_config(directory),
+  step, variables = directory.restore_variables('best' if step is None else step,
+                                                choose_another=f'--config.model.init_from={directory}:STEP')
+  return Source(init_from=config.model.init_from, directory=directory, config=source_config,
                 vocabulary=tokenizer.vocabulary(), step=step,
                 variables=flax.traverse_util.flatten_dict(variables, sep='/'))
 

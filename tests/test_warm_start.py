@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from axm_jax import checkpointing
 from axm_jax import config_files
 from axm_jax import run
 from axm_jax import train
@@ -217,6 +218,20 @@ def test_init_from_errors_name_the_field_and_what_was_expected(tmp_path):
   assert str(raised.value) == (
       f"config.model.init_from = '{tmp_path}/run': none of the 1 variables of this model fits the checkpoint of step 2 "
       f'in {tmp_path}/run; nothing would be warm-started.')
+
+
+def test_a_damaged_source_checkpoint_names_itself_and_the_init_from_steps_to_choose(tmp_path):
+  fresh = tiny_variables(seed=1, rows=VOCAB_SIZE)
+  vocabulary = save_run(tmp_path / 'run', {2: fresh, 4: fresh})
+  checkpoint = tmp_path / 'run' / 'checkpoints' / '4'
+  largest = max((path for path in checkpoint.rglob('*') if path.is_file()), key=lambda path: path.stat().st_size)
+  os.truncate(largest, largest.stat().st_size // 2)
+  with pytest.raises(checkpointing.CheckpointError) as raised:
+    warm_start.initialise(fresh, smoke_config(tmp_path / 'run'), vocabulary)
+  message = str(raised.value)
+  assert message.startswith(f'the checkpoint of step 4 in {checkpoint.parent} cannot be restored: '), message
+  assert message.endswith(f'. Choose another with --config.model.init_from={tmp_path}/run:STEP '
+                          '(saved steps: [2, 4]).'), message
 
 
 def test_training_refuses_a_wrong_source_before_it_writes_or_builds_anything(tmp_path):
