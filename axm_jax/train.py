@@ -197,9 +197,7 @@ def barrier(name: str) -> None:
 
 
 def _validate_plain_branch(model: ml_collections.ConfigDict) -> None:
-  """model.plain_branch names an AXM-Net branch to swap, and the attention head that branch would lose is off."""
-  if model.plain_branch not in ('', 'visual', 'text'):
-    raise ValueError(f"config.model.plain_branch = {model.plain_branch!r}; expected one of ('', 'visual', 'text').")
+  """A set model.plain_branch swaps a branch of AXM-Net whose attention head is off."""
   if not model.plain_branch:
     return
   if model.architecture != 'axm_net':
@@ -228,7 +226,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.data.eval_batch_size = {config.data.eval_batch_size} must be divisible by '
                      f'the local device count {jax.local_device_count()}.')
   for field, allowed in (('model.dtype', ('float32', 'bfloat16')), ('loss.affinity_form', ('bce', 'paper')),
-                         ('model.architecture', tuple(factory.ARCHITECTURES))):
+                         ('model.architecture', tuple(factory.ARCHITECTURES)),
+                         ('model.plain_branch', ('', 'visual', 'text'))):
     value = config[field.split('.')[0]][field.split('.')[1]]
     if value not in allowed:
       raise ValueError(f'config.{field} = {value!r}; expected one of {allowed}.')
