@@ -13,7 +13,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'synth_pedes'  # synth_pedes | cuhk_pedes | icfg_pedes | rstpreid
-  config.data.builder_config = 'default'  # SynthPedes size: 'default' or 'tiny'
+  config.data.builder_config = 'default'  # SynthPedes size: 'default', 'tiny' or 'large' (a pretraining corpus)
   config.data.data_dir = ''  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets)
   config.data.manual_dir = ''  # real datasets: the directory the user downloaded
   config.data.image_size = (64, 32)  # (height, width); SynthPedes renders 256x128

@@ -1262,6 +1262,8 @@ class SynthPedes(tfds.core.GeneratorBasedBuilder):
                        size=SynthPedesSize(identities=(600, 60, 100))),
       SynthPedesConfig(name='tiny', description='24 / 6 / 6 identities, for tests.',
                        size=SynthPedesSize(identities=(24, 6, 6)), seed=1),
+      SynthPedesConfig(name='large', description='6,000 / 60 / 100 identities, a pretraining corpus (own seed).',
+                       size=SynthPedesSize(identities=(6000, 60, 100)), seed=2),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -1327,5 +1329,6 @@ def _print_statistics(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   from absl import app, flags
-  _CONFIG = flags.DEFINE_enum('config', 'default', ['default', 'tiny'], 'SynthPedes builder config.')
+  _CONFIG = flags.DEFINE_enum('config', 'default', [config.name for config in SynthPedes.BUILDER_CONFIGS],
+                              'SynthPedes builder config.')
   app.run(_print_statistics)
