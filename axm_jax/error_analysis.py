@@ -14,7 +14,9 @@ import numpy as np
 from absl import flags
 
 from axm_jax import cli, evaluate, run
-from axm_jax.data import pipeline, synthetic
+from axm_jax.data import pipeline
+from axm_jax.data.synthetic.identities import SPLITS
+from axm_jax.data.synthetic.records import generate_records
 
 
 @dataclasses.dataclass
@@ -65,7 +67,7 @@ def analyse(workdir: str, split_name: str, checkpoint: str, data_dir: str) -> Fa
   images, texts = evaluate.compute_embeddings(trained.variables, trained.model, split, trained.tokenizer, config)
   builder_config = pipeline.dataset_builder(config.data).builder_config
   records = {record.image_key: record
-             for record in synthetic.generate_records(builder_config.size, builder_config.seed, split_name)}
+             for record in generate_records(builder_config.size, builder_config.seed, split_name)}
   query_facts = [facts for key in split.image_keys for facts in records[key].mentions]
   labels_by_id = {record.person_id: record.identity.labels() for record in records.values()}
   return count_failures(texts.vectors @ images.vectors.T, query_facts, texts.person_ids, images.person_ids,
@@ -78,7 +80,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The command's flags, defined by its __main__ block only, so that tests import the functions above."""
   flags.DEFINE_string('workdir', None, 'Directory of a finished SynthPedes run.', required=True)
-  flags.DEFINE_enum('split', 'test', list(synthetic.SPLITS), 'Split to analyse.')
+  flags.DEFINE_enum('split', 'test', list(SPLITS), 'Split to analyse.')
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   flags.DEFINE_string('data_dir', '', 'TFDS data dir, when not the one the run used.')
 

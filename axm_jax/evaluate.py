@@ -38,15 +38,15 @@ from axm_jax import plots
 from axm_jax import run
 from axm_jax import storage
 from axm_jax.data import pipeline
-from axm_jax.data import synthetic
 from axm_jax.data import tokenizer as tokenizer_lib
+from axm_jax.data.synthetic.builder import SynthPedes
 from axm_jax.models import axm_net
 
 CMC_MAX_RANK = 20
 PICTURE_TOP_K = 10
 REID_PROTOCOLS = ('reid_v2v', 'reid_t2v', 'reid_vt2v')
 # config.eval.dataset: a dataset name, or SynthPedes with one of its builder configs.
-EVAL_DATASETS = pipeline.DATASET_NAMES + tuple(f'synth_pedes/{c.name}' for c in synthetic.SynthPedes.BUILDER_CONFIGS)
+EVAL_DATASETS = pipeline.DATASET_NAMES + tuple(f'synth_pedes/{c.name}' for c in SynthPedes.BUILDER_CONFIGS)
 
 PyTree = Any
 

@@ -437,7 +437,7 @@ def test_cross_dataset_evaluation_refuses_another_image_size_and_unknown_dataset
     evaluate.evaluate(cross_dataset_config(fake, data_dir, dataset='market1501'), str(workdir))
   assert str(raised.value) == (
       "config.eval.dataset = 'market1501' is not a dataset; expected \"\" (the run's own) or one of cuhk_pedes, "
-      'icfg_pedes, rstpreid, synth_pedes, synth_pedes/default, synth_pedes/tiny.')
+      'icfg_pedes, rstpreid, synth_pedes, synth_pedes/default, synth_pedes/tiny, synth_pedes/large.')
   with pytest.raises(ValueError) as raised:
     train.validate_config(cross_dataset_config(fake, data_dir))
   assert str(raised.value) == (

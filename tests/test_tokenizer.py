@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from axm_jax.data import synthetic
+from axm_jax.data.synthetic.builder import SynthPedes
+from axm_jax.data.synthetic.records import generate_records
 from axm_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, train_tokenizer
 
 VOCAB_CEILING = 400
@@ -12,8 +13,8 @@ VOCAB_CEILING = 400
 
 @pytest.fixture(scope='session')
 def captions() -> list[str]:
-  config = next(config for config in synthetic.SynthPedes.BUILDER_CONFIGS if config.name == 'tiny')
-  records = synthetic.generate_records(config.size, config.seed, 'train')
+  config = next(config for config in SynthPedes.BUILDER_CONFIGS if config.name == 'tiny')
+  records = generate_records(config.size, config.seed, 'train')
   return [caption for record in records for caption in record.captions]
 
 

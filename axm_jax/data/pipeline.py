@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from axm_jax.data import synthetic
+from axm_jax.data.synthetic.builder import SynthPedes
 from axm_jax.data.tokenizer import Tokenizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,7 +43,7 @@ def dataset_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Dataset
   name = data_config.name
   data_dir = data_config.data_dir or None
   if name == 'synth_pedes':
-    return synthetic.SynthPedes(config=data_config.builder_config, data_dir=data_dir)
+    return SynthPedes(config=data_config.builder_config, data_dir=data_dir)
   if name in REAL_DATASET_BUILDERS:
     from axm_jax.data import pedes  # pylint: disable=g-import-not-at-top  (only needed for real data)
     return getattr(pedes, REAL_DATASET_BUILDERS[name])(data_dir=data_dir)
