@@ -37,6 +37,7 @@ VARIANTS = {
     'axm_net_gate_per_modality': ('--config.model.share_gate=False',),
     'axm_net_no_part_attention': ('--config.model.part_attention=False',),
     'axm_net_no_text_attention': ('--config.model.text_attention=False',),
+    'axm_net_text_attention_zero_init': ('--config.model.text_attention_zero_init=True',),
     'axm_net_no_affinity': ('--config.loss.affinity_weight=0',),
     'axm_net_no_triplet_warmup': ('--config.loss.triplet_warmup_steps=0',),
 }

@@ -382,6 +382,31 @@ def test_text_context_attention_matches_numpy_reference():
   np.testing.assert_allclose(out, (x + transform[:, None]) * mask[..., None], rtol=1e-5, atol=1e-5)
 
 
+def test_text_attention_zero_init_starts_as_the_identity_and_is_wired_from_the_config():
+  rng = np.random.default_rng(4)
+  mask = np.arange(5)[None] < np.array([5, 2])[:, None]
+  x = rng.normal(size=(2, 5, 8)).astype(np.float32) * mask[..., None]
+  for zero_init, moves in ((True, False), (False, True)):
+    module = axm_net.TextContextAttention(ratio=4, zero_init_output=zero_init)
+    out = np.asarray(module.apply(module.init(jax.random.key(0), x, mask), x, mask))
+    assert (float(np.abs(out - x).max()) > 1e-3) == moves
+    if not moves:
+      np.testing.assert_array_equal(out, x)
+  seen = []
+
+  def record(next_function, args, kwargs, context):
+    if isinstance(context.module, axm_net.TextContextAttention):
+      seen.append(context.module.zero_init_output)
+    return next_function(*args, **kwargs)
+
+  ids, text_mask = np.ones((2, 8), np.int32), np.arange(8)[None] < np.array([8, 3])[:, None]
+  for zero_init in (True, False):
+    model = AXMNet(tiny_config(text_attention_zero_init=zero_init), CLASSES)
+    with flax.linen.intercept_methods(record):
+      jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
+    assert seen[-1] is zero_init
+
+
 def test_text_pooling_is_masked_and_keeps_odd_tails():
   x = np.arange(10, dtype=np.float32).reshape(1, 5, 2)
   mask = np.array([[True, True, True, False, False]])

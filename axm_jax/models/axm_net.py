@@ -83,8 +83,12 @@ class PartAttention(nn.Module):
 
 
 class TextContextAttention(nn.Module):
-  """Global-context block over the words (SPEC §1.3): masked softmax pooling, bottleneck transform, broadcast add."""
+  """Global-context block over the words (SPEC §1.3): masked softmax pooling, bottleneck transform, broadcast add.
+
+  zero_init_output starts the transform's last layer at zero (GCNet's choice), so the block starts as the identity.
+  """
   ratio: int
+  zero_init_output: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -96,7 +100,8 @@ class TextContextAttention(nn.Module):
     context = jnp.einsum('bl,blc->bc', weights, x)
     hidden = nn.Dense(max(channels // self.ratio, 1), dtype=self.dtype, name='transform_hidden')(context)
     hidden = nn.relu(nn.LayerNorm(dtype=self.dtype, name='transform_norm')(hidden))
-    transform = nn.Dense(channels, dtype=self.dtype, name='transform_output')(hidden)
+    output_init = nn.initializers.zeros if self.zero_init_output else nn.linear.default_kernel_init
+    transform = nn.Dense(channels, kernel_init=output_init, dtype=self.dtype, name='transform_output')(hidden)
     return apply_mask(x + transform[:, None, :], mask)
 
 
@@ -226,8 +231,8 @@ class AXMNet(nn.Module):
     """T: optional contextual attention, masked average pool, FC; text embedding."""
     config = self.config
     if config.text_attention:
-      text_map = TextContextAttention(config.text_attention_ratio, self._dtype, name='text_attention')(text_map,
-                                                                                                       mask)
+      text_map = TextContextAttention(config.text_attention_ratio, config.text_attention_zero_init, self._dtype,
+                                      name='text_attention')(text_map, mask)
     text = nn.Dense(config.embed_dim, dtype=self._dtype, name='text_output')(global_average_pool(text_map, mask))
     return self._text_outputs(text.astype(jnp.float32), classifier, train)
 
