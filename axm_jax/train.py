@@ -207,9 +207,20 @@ def _validate_plain_branch(model: ml_collections.ConfigDict) -> None:
   if model[head]:
     raise ValueError(f"config.model.plain_branch = {model.plain_branch!r} has no AXM {model.plain_branch} branch "
                      f"for its attention head: set config.model.{head}=False.")
-  if model.plain_branch == 'visual' and model.pretrained_visual:
-    raise ValueError("config.model.pretrained_visual holds OSNet weights for AXM-Net's visual branch; set it to '' "
-                     "with config.model.plain_branch = 'visual'.")
+
+
+def _validate_pretrained_visual(model: ml_collections.ConfigDict) -> None:
+  """OSNet weights need AXM-Net's own visual branch."""
+  if not model.pretrained_visual:
+    return
+  if model.architecture == 'dual_encoder':
+    without_branch = "config.model.architecture = 'dual_encoder'"
+  elif model.plain_branch == 'visual':
+    without_branch = "config.model.plain_branch = 'visual'"
+  else:
+    return
+  raise ValueError("config.model.pretrained_visual holds OSNet weights for AXM-Net's visual branch; set it to '' "
+                   f'with {without_branch}.')
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -240,9 +251,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.eval.dataset = {config.eval.dataset!r} is read by --mode=eval only (training selects '
                      "and tests on its own dataset); set it to '' and evaluate the trained run with --mode=eval.")
   _validate_plain_branch(config.model)
-  if config.model.architecture == 'dual_encoder' and config.model.pretrained_visual:
-    raise ValueError("config.model.pretrained_visual holds OSNet weights for config.model.architecture='axm_net'; "
-                     "set it to '' for 'dual_encoder'.")
+  _validate_pretrained_visual(config.model)
   for field in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
     if config.train[field] < 1:
       raise ValueError(f'config.train.{field} must be >= 1, got {config.train[field]}.')

@@ -186,8 +186,9 @@ def test_invalid_plain_branches_are_rejected(overrides, message):
 
 @pytest.mark.parametrize('field, value, message', [
     ('architecture', 'osnet', "config.model.architecture = 'osnet'; expected one of ('axm_net', 'dual_encoder')."),
-    ('pretrained_visual', 'osnet_x1_0.npz', "config.model.pretrained_visual holds OSNet weights for "
-                                            "config.model.architecture='axm_net'; set it to '' for 'dual_encoder'."),
+    ('pretrained_visual', 'osnet_x1_0.npz', "config.model.pretrained_visual holds OSNet weights for AXM-Net's "
+                                            "visual branch; set it to '' with config.model.architecture = "
+                                            "'dual_encoder'."),
 ])
 def test_invalid_architecture_fields_are_rejected(field, value, message):
   config = tiny_config()
