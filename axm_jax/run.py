@@ -45,14 +45,14 @@ FIELDS_ADDED_LATER = {
     'model.learn_temperature': False, 'loss.sdm_weight': 0.0, 'loss.itc_weight': 0.0,
     'loss.contrastive_temperature': 0.02, 'loss.learn_temperature': False, 'train.time_budget_minutes': 0.0,
     'model.init_from': '', 'model.plain_branch': '', 'eval.dataset': '', 'eval.max_unknown_token_fraction': 0.05,
-    'model.text_attention_zero_init': False}
+    'model.text_attention_zero_init': False, 'model.zero_gamma': True}
 # Fields of config.data / config.model that a resumed run may change: where files are, how evaluation batches,
 # the compute dtype and what the parameters were initialised from. Every other data or model field, and the seed
 # that fixes the data order, changes what the checkpoints mean.
 RESUMABLE_MODEL_DATA_FIELDS = frozenset({
     'data.data_dir', 'data.manual_dir', 'data.eval_batch_size', 'model.dtype', 'model.pretrained_visual',
     'model.pretrained_words', 'model.init_from', 'model.affinity_scale_init', 'model.affinity_bias_init',
-    'model.contrastive_temperature', 'model.text_attention_zero_init'})
+    'model.contrastive_temperature', 'model.text_attention_zero_init', 'model.zero_gamma'})
 FIXED_SECTIONS = ('data', 'model')
 FIXED_FIELDS = frozenset({'train.seed'})
 # What a command that evaluates a trained run may set: the eval section and where this machine keeps the data.

@@ -38,6 +38,11 @@ VARIANTS = {
     'axm_net_no_part_attention': ('--config.model.part_attention=False',),
     'axm_net_no_text_attention': ('--config.model.text_attention=False',),
     'axm_net_text_attention_zero_init': ('--config.model.text_attention_zero_init=True',),
+    'axm_net_unit_gamma': ('--config.model.zero_gamma=False',),
+    'axm_net_width_0.125': ('--config.model.width=0.125',),
+    'axm_net_width_0.5': ('--config.model.width=0.5',),
+    'axm_net_128x64': ('--config.data.image_size=(128,64)',),
+    'dual_encoder_128x64': ('--config.model.architecture=dual_encoder', '--config.data.image_size=(128,64)'),
     'axm_net_no_affinity': ('--config.loss.affinity_weight=0',),
     'axm_net_no_triplet_warmup': ('--config.loss.triplet_warmup_steps=0',),
 }

@@ -42,6 +42,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.gate_reduction = 16
   config.model.part_reduction = 16
   config.model.text_attention_ratio = 4
+  config.model.zero_gamma = True  # each AXM-block path's last BN scale starts at 0: blocks start as their shortcut
   config.model.text_attention_zero_init = False  # start the text attention as the identity (GCNet's last_zero_init)
   config.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   config.model.pretrained_visual = ''  # .npz from `python -m axm_jax.models.pretrained osnet`

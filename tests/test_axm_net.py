@@ -13,6 +13,7 @@ import pytest
 from axm_jax import config_files
 from axm_jax import losses
 from axm_jax.models import axm_net
+from axm_jax.models import blocks
 from axm_jax.models.axm_net import AXMNet
 
 BATCH, HEIGHT, WIDTH, LENGTH, CLASSES = 4, 64, 32, 16, 7
@@ -405,6 +406,23 @@ def test_text_attention_zero_init_starts_as_the_identity_and_is_wired_from_the_c
     with flax.linen.intercept_methods(record):
       jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
     assert seen[-1] is zero_init
+
+
+def test_zero_gamma_reaches_every_axm_block_from_the_config():
+  seen = []
+
+  def record(next_function, args, kwargs, context):
+    if isinstance(context.module, blocks.AXMBlock):
+      seen.append(context.module.zero_gamma)
+    return next_function(*args, **kwargs)
+
+  ids, text_mask = np.ones((2, 8), np.int32), np.arange(8)[None] < np.array([8, 3])[:, None]
+  for zero_gamma in (False, True):
+    seen.clear()
+    model = AXMNet(tiny_config(zero_gamma=zero_gamma), CLASSES)
+    with flax.linen.intercept_methods(record):
+      jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
+    assert seen == [zero_gamma] * 6
 
 
 def test_text_pooling_is_masked_and_keeps_odd_tails():

@@ -120,14 +120,18 @@ def test_axm_block_single_modality_equals_joint(block_case):
   np.testing.assert_allclose(text_only, joint_text, rtol=1e-6, atol=1e-6)
 
 
-def test_every_block_starts_as_its_shortcut():
+def test_every_block_starts_as_its_shortcut_with_zero_gamma_and_not_without():
   image, text, mask = block_inputs(channels=8, seed=2)  # as many channels as the block: identity shortcut
-  block = blocks.AXMBlock(features=8, streams=2, share_gate=True, gate_reduction=2)
-  variables = block.init(jax.random.key(0), image, text, mask, False)
-  assert np.all(np.asarray(variables['params']['visual']['expand']['bn']['scale']) == 0)
-  image_out, text_out = block.apply(variables, image, text, mask, True, mutable=['batch_stats'])[0]
-  np.testing.assert_allclose(image_out, np.maximum(image, 0), atol=1e-6)
-  np.testing.assert_allclose(text_out, np.maximum(text, 0), atol=1e-6)
+  for zero_gamma in (True, False):
+    block = blocks.AXMBlock(features=8, streams=2, share_gate=True, gate_reduction=2, zero_gamma=zero_gamma)
+    variables = block.init(jax.random.key(0), image, text, mask, False)
+    for modality in ('visual', 'text'):
+      scale = np.asarray(variables['params'][modality]['expand']['bn']['scale'])
+      np.testing.assert_array_equal(scale, np.full(8, 0.0 if zero_gamma else 1.0))
+    image_out, text_out = block.apply(variables, image, text, mask, True, mutable=['batch_stats'])[0]
+    for out, x in ((image_out, image), (text_out, text)):
+      distance = float(np.abs(np.asarray(out) - np.maximum(x, 0)).max())
+      assert (distance < 1e-6) == zero_gamma, (zero_gamma, distance)
 
 
 def test_unshared_gates_are_one_per_modality():

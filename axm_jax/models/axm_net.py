@@ -190,7 +190,7 @@ class AXMNet(nn.Module):
       features = self._channels(stage)
       for block in range(1, BLOCKS_PER_STAGE + 1):
         image_map, text_map = AXMBlock(features, config.streams, config.share_gate, config.gate_reduction,
-                                       self.axis_name, self._dtype, name=f'stage{stage}_block{block}')(
+                                       config.zero_gamma, self.axis_name, self._dtype, name=f'stage{stage}_block{block}')(
                                            image_map, text_map, mask, train)
       if stage < 3:
         if image_map is not None:

@@ -172,9 +172,9 @@ class ContextGate(nn.Module):
 class ModalityPath(nn.Module):
   """One modality's half of an AXM-block: reduce, R gated streams, expand, residual.
 
-  The expand BatchNorm's scale starts at zero, so every block starts as its shortcut ("zero-gamma", Goyal et al.
-  2017): trained from scratch, the deep text branch otherwise barely learns (SynthPedes text ID loss after 600
-  steps: 5.1 with unit scales, 2.2 with zero).
+  With zero_gamma the expand BatchNorm's scale starts at zero, so the block starts as its shortcut ("zero-gamma",
+  Goyal et al. 2017): trained from scratch, the deep text branch otherwise barely learns (SynthPedes text ID loss
+  after 600 steps: 5.1 with unit scales, 2.2 with zero).
 
   `gate` is a ContextGate owned by the enclosing AXMBlock; passing the same instance to both modalities' paths
   is what shares it.
@@ -182,6 +182,7 @@ class ModalityPath(nn.Module):
   features: int
   streams: int
   gate: nn.Module
+  zero_gamma: bool = True
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
@@ -196,7 +197,7 @@ class ModalityPath(nn.Module):
         y = LiteConv(middle, self.axis_name, self.dtype, name=f'stream{stream}_lite{depth}')(y, mask, train)
       scale = self.gate(global_average_pool(y, mask))
       combined = combined + y * jnp.expand_dims(scale, tuple(range(1, y.ndim - 1)))
-    out = ConvUnit(self.features, 1, relu=False, zero_scale=True, axis_name=self.axis_name, dtype=self.dtype,
+    out = ConvUnit(self.features, 1, relu=False, zero_scale=self.zero_gamma, axis_name=self.axis_name, dtype=self.dtype,
                    name='expand')(combined, mask, train)
     if x.shape[-1] != self.features:
       x = ConvUnit(self.features, 1, relu=False, axis_name=self.axis_name, dtype=self.dtype,
@@ -214,6 +215,7 @@ class AXMBlock(nn.Module):
   streams: int
   share_gate: bool
   gate_reduction: int
+  zero_gamma: bool = True
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
@@ -227,9 +229,9 @@ class AXMBlock(nn.Module):
       visual_gate = ContextGate(middle, self.gate_reduction, self.dtype, name='visual_gate')
       text_gate = ContextGate(middle, self.gate_reduction, self.dtype, name='text_gate')
     if image is not None:
-      image = ModalityPath(self.features, self.streams, visual_gate, self.axis_name, self.dtype,
+      image = ModalityPath(self.features, self.streams, visual_gate, self.zero_gamma, self.axis_name, self.dtype,
                            name='visual')(image, None, train)
     if text is not None:
-      text = ModalityPath(self.features, self.streams, text_gate, self.axis_name, self.dtype,
+      text = ModalityPath(self.features, self.streams, text_gate, self.zero_gamma, self.axis_name, self.dtype,
                           name='text')(text, text_mask, train)
     return image, text
