@@ -6,18 +6,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from axm_jax.models.blocks import AXMBlock, BatchNorm, ConvUnit, apply_mask, global_average_pool
-from axm_jax.models.plain_encoders import plain_text_encoder, plain_visual_encoder
+from axm_jax.models.blocks import AXMBlock, BatchNorm, ConvUnit, apply_mask, global_average_pool, l2_normalize
+from axm_jax.models.plain_encoders import plain_text_encoder, plain_visual_outputs
 
 # OSNet x1.0 layout: stem channels, then the output channels of stages 1-3 (each of two blocks); x `width`.
 STAGE_CHANNELS = (64, 256, 384, 512)
 BLOCKS_PER_STAGE = 2
 MAX_CONTRASTIVE_SCALE = 100.0  # CLIP's cap on the learned 1 / temperature
-
-
-def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
-  """Scales each row of x to unit L2 norm."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), epsilon)
 
 
 def loss_parameters(module: nn.Module, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -161,10 +156,7 @@ class AXMNet(nn.Module):
     if image_map is not None:
       outputs.update(self._visual_heads(image_map, classifier, train))
     elif image is not None:
-      global_visual = plain_visual_encoder(config, image, self.axis_name, train)
-      neck = self._batch_norm('global_visual_neck', False)(global_visual, train)
-      outputs.update(global_visual=global_visual, image_embedding=l2_normalize(global_visual),
-                     global_visual_logits=classifier(neck))
+      outputs.update(plain_visual_outputs(config, image, classifier, self.axis_name, train))
     if text_map is not None:
       outputs.update(self._text_head(text_map, mask, classifier, train))
     elif text_ids is not None:

@@ -23,6 +23,11 @@ def apply_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   return x * mask[..., None].astype(x.dtype)
 
 
+def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
+  """Scales each row of x to unit L2 norm."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), epsilon)
+
+
 def global_average_pool(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   """Mean over all spatial positions ([B, ..., C] -> [B, C]); over tokens only when a mask is given."""
   spatial_axes = tuple(range(1, x.ndim - 1))

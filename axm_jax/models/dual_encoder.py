@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from axm_jax.models.axm_net import l2_normalize, loss_parameters
-from axm_jax.models.blocks import BatchNorm
-from axm_jax.models.plain_encoders import plain_text_encoder, plain_visual_encoder
+from axm_jax.models.axm_net import loss_parameters
+from axm_jax.models.blocks import BatchNorm, l2_normalize
+from axm_jax.models.plain_encoders import plain_text_encoder, plain_visual_outputs
 
 
 class DualEncoder(nn.Module):
@@ -39,13 +39,11 @@ class DualEncoder(nn.Module):
     scalars = loss_parameters(self, self.config)
     outputs = {}
     if image is not None:
-      global_visual = plain_visual_encoder(self.config, image, self.axis_name, train)
-      outputs.update(global_visual=global_visual, image_embedding=l2_normalize(global_visual),
-                     global_visual_logits=classifier(self._neck('global_visual_neck', global_visual, train)))
+      outputs.update(plain_visual_outputs(self.config, image, classifier, self.axis_name, train))
     if text_ids is not None:
       text = plain_text_encoder(self.config, text_ids, text_mask.astype(bool), self.axis_name, train)
       outputs.update(text=text, text_embedding=l2_normalize(text),
-                     text_logits=classifier(self._neck('text_neck', text, train)))
+                     text_logits=classifier(BatchNorm(self.axis_name, use_bias=False, name='text_neck')(text, train)))
     if image is not None and text_ids is not None:
       outputs.update(scalars)
     return outputs
@@ -57,6 +55,3 @@ class DualEncoder(nn.Module):
   def encode_text(self, text_ids: jax.Array, text_mask: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Text-only forward: the text keys of __call__'s output."""
     return self(None, text_ids, text_mask, train)
-
-  def _neck(self, name: str, embedding: jax.Array, train: bool) -> jax.Array:
-    return BatchNorm(self.axis_name, use_bias=False, name=name)(embedding, train)
