@@ -383,6 +383,22 @@ def test_text_context_attention_matches_numpy_reference():
   np.testing.assert_allclose(out, (x + transform[:, None]) * mask[..., None], rtol=1e-5, atol=1e-5)
 
 
+def attributes_seen_at_init(module_type: type, attribute: str, **overrides) -> list:
+  """`attribute` of each `module_type` that the text branch of AXMNet(tiny_config(**overrides)) calls (no compile)."""
+  seen = []
+
+  def record(next_function, args, kwargs, context):
+    if isinstance(context.module, module_type):
+      seen.append(getattr(context.module, attribute))
+    return next_function(*args, **kwargs)
+
+  ids, text_mask = np.ones((2, 8), np.int32), np.arange(8)[None] < np.array([8, 3])[:, None]
+  model = AXMNet(tiny_config(**overrides), CLASSES)
+  with flax.linen.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
+  return seen
+
+
 def test_text_attention_zero_init_starts_as_the_identity_and_is_wired_from_the_config():
   rng = np.random.default_rng(4)
   mask = np.arange(5)[None] < np.array([5, 2])[:, None]
@@ -393,36 +409,14 @@ def test_text_attention_zero_init_starts_as_the_identity_and_is_wired_from_the_c
     assert (float(np.abs(out - x).max()) > 1e-3) == moves
     if not moves:
       np.testing.assert_array_equal(out, x)
-  seen = []
-
-  def record(next_function, args, kwargs, context):
-    if isinstance(context.module, axm_net.TextContextAttention):
-      seen.append(context.module.zero_init_output)
-    return next_function(*args, **kwargs)
-
-  ids, text_mask = np.ones((2, 8), np.int32), np.arange(8)[None] < np.array([8, 3])[:, None]
   for zero_init in (True, False):
-    model = AXMNet(tiny_config(text_attention_zero_init=zero_init), CLASSES)
-    with flax.linen.intercept_methods(record):
-      jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
+    seen = attributes_seen_at_init(axm_net.TextContextAttention, 'zero_init_output', text_attention_zero_init=zero_init)
     assert seen[-1] is zero_init
 
 
 def test_zero_gamma_reaches_every_axm_block_from_the_config():
-  seen = []
-
-  def record(next_function, args, kwargs, context):
-    if isinstance(context.module, blocks.AXMBlock):
-      seen.append(context.module.zero_gamma)
-    return next_function(*args, **kwargs)
-
-  ids, text_mask = np.ones((2, 8), np.int32), np.arange(8)[None] < np.array([8, 3])[:, None]
   for zero_gamma in (False, True):
-    seen.clear()
-    model = AXMNet(tiny_config(zero_gamma=zero_gamma), CLASSES)
-    with flax.linen.intercept_methods(record):
-      jax.eval_shape(lambda: model.init(jax.random.key(0), ids, text_mask, method=AXMNet.encode_text))
-    assert seen == [zero_gamma] * 6
+    assert attributes_seen_at_init(blocks.AXMBlock, 'zero_gamma', zero_gamma=zero_gamma) == [zero_gamma] * 6
 
 
 def test_text_pooling_is_masked_and_keeps_odd_tails():
