@@ -181,9 +181,9 @@ class AXMNet(nn.Module):
     for stage in range(1, 4):
       features = self._channels(stage)
       for block in range(1, BLOCKS_PER_STAGE + 1):
-        image_map, text_map = AXMBlock(features, config.streams, config.share_gate, config.gate_reduction,
-                                       config.zero_gamma, self.axis_name, self._dtype, name=f'stage{stage}_block{block}')(
-                                           image_map, text_map, mask, train)
+        axm_block = AXMBlock(features, config.streams, config.share_gate, config.gate_reduction, config.zero_gamma,
+                             self.axis_name, self._dtype, name=f'stage{stage}_block{block}')
+        image_map, text_map = axm_block(image_map, text_map, mask, train)
       if stage < 3:
         if image_map is not None:
           image_map = self._conv(features, 1, f'visual_transition{stage}')(image_map, None, train)
