@@ -10,7 +10,9 @@ whose metrics.jsonl has its test row is read, not rerun, so a grid that was stop
 
 Printed, one markdown row per variant: val t2i R@1 at each evaluation, the best val, and the test row of the best
 val checkpoint (t2i R@1, t2i mAP, i2t R@1) as mean ± sample standard deviation [min, max] over the seeds; then the
-median training steps/s and the mean wall time per run. ROOT/val_curves.png draws the val curves with their range.
+median training steps/s and the mean wall time per run. With --paired_with=VARIANT, one more column: the per-seed
+difference of test t2i R@1 to that variant's run with the same seed (same data order and initialisation draw), as
+mean [min, max]. ROOT/val_curves.png draws the val curves with their range.
 """
 import argparse
 import json
@@ -103,11 +105,21 @@ def summarize(workdirs: list[pathlib.Path]) -> dict:
           'wall_s': statistics.mean(walls) if walls else float('nan'), 'seeds': len(workdirs)}
 
 
-def table(summaries: dict[str, dict]) -> str:
-  """The markdown table of every variant."""
+def paired_difference(workdirs: list[pathlib.Path], baseline: list[pathlib.Path]) -> str:
+  """Test t2i R@1 minus the baseline's over the seeds both finished, as 'mean [min, max]' ('-' if none)."""
+  differences = [run['t2i_r1'] - base['t2i_r1'] for run, base in
+                 ((_test_row(workdir), _test_row(other)) for workdir, other in zip(workdirs, baseline))
+                 if run is not None and base is not None]
+  if not differences:
+    return '-'
+  return f'{statistics.mean(differences):+.2f} [{min(differences):+.2f}, {max(differences):+.2f}]'
+
+
+def table(summaries: dict[str, dict], paired: dict[str, str] | None = None) -> str:
+  """The markdown table of every variant; `paired` adds a column of paired_difference per variant."""
   steps = sorted({step for summary in summaries.values() for step in summary['curves']})
   header = ['variant', 'seeds', *[f'val t2i R@1 @{step}' for step in steps], 'best val t2i R@1',
-            *[title for _, title in TEST_COLUMNS], 'steps/s', 'wall']
+            *[title for _, title in TEST_COLUMNS], 'steps/s', 'wall', *(['paired, test t2i R@1'] if paired else [])]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name, summary in summaries.items():
     cells = [name, str(summary['seeds'])]
@@ -115,6 +127,7 @@ def table(summaries: dict[str, dict]) -> str:
     cells += [spread(summary['best_val']), *[spread(summary['test'][key]) for key, _ in TEST_COLUMNS]]
     cells += [f'{summary["steps_per_s"]:.2f}', time.strftime('%M min %S s', time.gmtime(summary['wall_s']))
               if np.isfinite(summary['wall_s']) else '-']
+    cells += [paired[name]] if paired else []
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -136,12 +149,13 @@ def main() -> None:
   parser.add_argument('--variants', default='axm_net,dual_encoder', help=f'comma-separated, of {list(VARIANTS)}')
   parser.add_argument('--seeds', default='0,1,2', help='comma-separated config.train.seed values')
   parser.add_argument('--report_only', action='store_true', help='read the finished runs, start none')
+  parser.add_argument('--paired_with', default='', help='a variant run in ROOT with the same seeds (not started)')
   parser.add_argument('flags', nargs='*', help='after --: flags for every run')
   args = parser.parse_args()
   variants = args.variants.split(',')
   unknown = sorted(set(variants) - set(VARIANTS))
-  if unknown:
-    parser.error(f'unknown variants {unknown}; expected some of {list(VARIANTS)}')
+  if unknown or (args.paired_with and args.paired_with not in VARIANTS):
+    parser.error(f'unknown variants {unknown or [args.paired_with]}; expected some of {list(VARIANTS)}')
   seeds = [int(seed) for seed in args.seeds.split(',')]
   root = pathlib.Path(args.root).resolve()
   workdirs = {name: [root / name / f'seed_{seed}' for seed in seeds] for name in variants}
@@ -151,8 +165,11 @@ def main() -> None:
         run_one(args.config, workdirs[name][seed_index], seed, [*VARIANTS[name], *args.flags])
   finished = {name: [w for w in dirs if _test_row(w) is not None] for name, dirs in workdirs.items()}
   summaries = {name: summarize(dirs) for name, dirs in finished.items() if dirs}
+  baseline = [root / args.paired_with / f'seed_{seed}' for seed in seeds]
+  paired = {name: '-' if name == args.paired_with else paired_difference(workdirs[name], baseline)
+            for name in summaries} if args.paired_with else None
   print(f'{args.config} {" ".join(args.flags)}; mean ± sd [min, max] over seeds, percent')
-  print(table(summaries))
+  print(table(summaries, paired))
   picture = root / 'val_curves.png'
   picture.write_bytes(curves_picture(summaries, f'{os.path.basename(args.config)}: val t2i R@1 over seeds'))
   print(f'wrote {picture}')
