@@ -153,9 +153,9 @@ def main() -> None:
   parser.add_argument('flags', nargs='*', help='after --: flags for every run')
   args = parser.parse_args()
   variants = args.variants.split(',')
-  unknown = sorted(set(variants) - set(VARIANTS))
-  if unknown or (args.paired_with and args.paired_with not in VARIANTS):
-    parser.error(f'unknown variants {unknown or [args.paired_with]}; expected some of {list(VARIANTS)}')
+  unknown = sorted({*variants, *([args.paired_with] if args.paired_with else [])} - set(VARIANTS))
+  if unknown:
+    parser.error(f'unknown variants {unknown}; expected some of {list(VARIANTS)}')
   seeds = [int(seed) for seed in args.seeds.split(',')]
   root = pathlib.Path(args.root).resolve()
   workdirs = {name: [root / name / f'seed_{seed}' for seed in seeds] for name in variants}
