@@ -102,16 +102,16 @@ def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
 
 def _start_compiles(config: ml_collections.ConfigDict, model: Any, abstract: train_step_lib.TrainState,
                     fresh: bool) -> tuple[programs.Precompiled, concurrent.futures.Future | None]:
-  """Queues the background compiles in the order of need: train step, init (a fresh run only), encoders.
+  """Queues the background compiles that the first step waits for: init (a fresh run only), then the train step.
 
+  The init program lowers in seconds and compiles while the train step lowers, which keeps the other core busy.
   Returns the train step and the future of the initial variables (None when resuming).
   """
+  initial_variables = programs.in_background(train_step_lib.init_variables, config, model) if fresh else None
   devices = jax.local_device_count()
   train_step = train_step_lib.pmapped_train_step(config, model)
   train_step.precompile(programs.per_device(abstract, devices),
                         pipeline.train_batch_spec(config.data, devices, jax.process_count()))
-  initial_variables = programs.in_background(train_step_lib.init_variables, config, model) if fresh else None
-  encoders.precompile_encoders(model, abstract.variables, config.data)
   return train_step, initial_variables
 
 
@@ -134,6 +134,7 @@ def _train_loop(config, directory, model, state, p_train_step, train_split, toke
       if step == start_step + 1:
         jax.block_until_ready(terms)
         logging.info(clock.summary())
+        encoders.precompile_encoders(model, state.variables, config.data)  # behind the next steps, for evaluation
       _check_finite(pending, step - 1, checkpoints)
       pending = terms
       if calibration is not None and step in (start_step + 1, calibration.last_step):

@@ -130,22 +130,28 @@ def measure_train(host_state: train_step_lib.TrainState, dtype: str, batch: int,
   config = startup.load_config(dtype, batch)
   model = axm_net.AXMNet(config.model, num_classes=NUM_CLASSES, axis_name=train_step_lib.AXIS)
   state = train_step_lib.replicate(host_state)
-  step = train_step_lib.pmapped_train_step(config, model).function
+  step = train_step_lib.pmapped_train_step(config, model)
   arrays = jax.pmap(lambda x: x)(random_batch(config, NUM_CLASSES))
   jax.block_until_ready(arrays)
   start = time.perf_counter()
-  compiled = step.lower(state, arrays).compile()
+  compiled = (step.gradients.function.lower(state, arrays).compile(),
+              step.update.function.lower(state, state.params, state.batch_stats).compile())
   compile_s = time.perf_counter() - start
-  state, terms = compiled(state, arrays)
+
+  def run(train_state):
+    grads, terms, batch_stats = compiled[0](train_state, arrays)
+    return compiled[1](train_state, grads, batch_stats)[0], terms
+
+  state, terms = run(state)
   jax.block_until_ready(terms)
   first_step_s = time.perf_counter() - start
   holder = [state]
 
   def one_step():
-    holder[0], out = compiled(holder[0], arrays)
+    holder[0], out = run(holder[0])
     return out['total']
   milliseconds = timed_loop(one_step, steps)
-  flops = flops_of(compiled)
+  flops = sum(flops_of(program) or 0.0 for program in compiled)
   row = {'dtype': dtype, 'batch': batch, 'compile_s': compile_s, 'first_step_s': first_step_s,
          'ms_per_step': milliseconds, 'pairs_per_s': batch / (milliseconds / 1000),
          'gflop_per_step': flops / 1e9 if flops else None, 'loss': float(np.asarray(terms['total'])[0])}

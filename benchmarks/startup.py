@@ -6,8 +6,9 @@
 Builds the model of the paper config (width 1.0, 384x128, 11,003 classes) on random batches (no dataset, no
 TensorFlow) and times, on the main thread, what a run does before its first step: imports, backend start, the
 state's shapes (jax.eval_shape), the wait for the background compiles of the train step and, in a fresh run,
-of the init program (programs.Precompiled, train_step.init_variables), the initial state, replication, the first
-step; then the wait for the evaluation encoders (compiled behind the first step) and a second step.
+of the init program (programs.Precompiled, train_step.init_variables; lowered one after the other), the initial
+state, replication, the first step; then the wait for the evaluation encoders (compiled once the first step is
+done, as a run does) and a second step.
 
 It runs twice in fresh processes that share one persistent compilation cache directory: 'cold' (a fresh run,
 empty cache) and 'warm' (a resume: the state comes from a checkpoint, here zeros of its shapes, and every
@@ -99,7 +100,6 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
   step.precompile(programs.per_device(abstract, devices), abstract_batch)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)
-  encoders.precompile_encoders(model, abstract.variables, config.data)
   with timer.phase('compile_wait'):
     step.wait()
     variables = initial.result() if initial else None
@@ -112,6 +112,7 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
     state, terms = step(state, batch_arrays)
     jax.block_until_ready(terms)
   timer.phases['to_first_step'] = time.perf_counter() - import_start
+  encoders.precompile_encoders(model, abstract.variables, config.data)
   with timer.phase('encoders_wait'):
     for encoder in encoders.make_encoders(model):
       encoder.wait()
@@ -123,7 +124,7 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
 
 
 def program_ops(step, encoder_pair, abstract, abstract_batch, config, devices: int) -> dict[str, int]:
-  """StableHLO op counts of the train step and of the image and text encoders."""
+  """StableHLO op counts of the train step's two programs and of the image and text encoders."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from axm_jax import programs  # pylint: disable=g-import-not-at-top
@@ -132,7 +133,9 @@ def program_ops(step, encoder_pair, abstract, abstract_batch, config, devices: i
   tokens = jax.ShapeDtypeStruct(rows + (config.data.text_length,), jnp.int32)
   image = jax.ShapeDtypeStruct(rows + tuple(config.data.image_size) + (3,), jnp.float32)
   encode_image, encode_text = encoder_pair
-  return {'train_step': op_count(step.function.lower(programs.per_device(abstract, devices), abstract_batch)),
+  state = programs.per_device(abstract, devices)
+  return {'gradients': op_count(step.gradients.function.lower(state, abstract_batch)),
+          'update': op_count(step.update.function.lower(state, state.params, state.batch_stats)),
           'encode_image': op_count(encode_image.function.lower(replicated, image)),
           'encode_text': op_count(encode_text.function.lower(replicated, tokens,
                                                              jax.ShapeDtypeStruct(tokens.shape, jnp.bool_)))}

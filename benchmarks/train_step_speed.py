@@ -47,7 +47,7 @@ def measure(config, num_classes: int, steps: int) -> tuple[float, float]:
   model = axm_net.AXMNet(config.model, num_classes=num_classes, axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
   state = train_step_lib.replicate(train_step_lib.create_state(config, model, optimizer, []))
-  step = train_step_lib.pmapped_train_step(config, model).function
+  step = train_step_lib.pmapped_train_step(config, model)
   host = random_batch(config, num_classes)
   batch = jax.pmap(lambda x: x)(host)  # resident on the devices, as after prefetching
   start = time.perf_counter()

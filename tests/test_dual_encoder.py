@@ -111,8 +111,7 @@ def assert_loss_falls(config, inputs) -> dict:
   height, width = image.shape[1:3]
   config.data.update(image_size=(height, width), text_length=LENGTH)
   state = train_step_lib.create_state(config, model, optimizer, vocab=[])
-  step = jax.pmap(functools.partial(train_step_lib.train_step, model=model, optimizer=optimizer,
-                                    loss_config=config.loss), axis_name=train_step_lib.AXIS, devices=jax.devices()[:1])
+  step = train_step_lib.TrainStep(model, optimizer, config.loss, devices=jax.devices()[:1])
   batch = {'image': image[None], 'text_ids': text_ids[None], 'text_mask': text_mask[None],
            'label': np.array([[0, 0, 1, 1]], np.int32)}
   state = flax.jax_utils.replicate(state, devices=jax.devices()[:1])

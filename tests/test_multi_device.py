@@ -1,13 +1,13 @@
-"""`axm_jax.train_step.train_step` on 8 CPU devices computes what it computes on 1 device (SPEC §2, §2.1).
+"""`axm_jax.train_step.TrainStep` on 8 CPU devices computes what it computes on 1 device (SPEC §2, §2.1).
 
-The step under test is the project's own: train_step.train_step inside jax.pmap with axis_name=train_step.AXIS,
-exactly as axm_jax/train.py's `_compiled_step` builds it, on a model built with axis_name=train_step.AXIS as
+The step under test is the project's own: train_step.TrainStep (its gradients and update programs, pmapped with
+axis_name=train_step.AXIS) as axm_jax/train.py runs it, on a model built with axis_name=train_step.AXIS as
 train.py builds it. The same two global batches go through it on 8 devices (2 examples each) and on 1 device
 (16 examples). Every objective is on, SDM and ITC with a learned temperature, the triplet ramp gives it weight 0
 then 1/2 (so the step counter reaches the losses), and devices hold different numbers of text tokens; both
 architectures.
 
-The optimizer is SGD (passed into train_step like the real AdamW), so that the parameter update is
+The optimizer is SGD (passed into TrainStep like the real AdamW), so that the parameter update is
 -LEARNING_RATE * (the gradient after the cross-device reduction): Adam would nearly cancel a constant factor such
 as the 8 of a psum where a pmean belongs. Its momentum 0 trace holds that reduced gradient exactly, so the gradient
 is read from the optimizer state instead of being recovered from float32 parameter differences.
@@ -19,7 +19,6 @@ What must agree, with the tolerances stated at the constants below:
     pins the 1-device side itself to the definition.
 Float32 summation order differs between the two device counts, so nothing is compared for exact equality.
 """
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +61,7 @@ def max_relative_difference(a, b) -> float:
 
 
 def reduced_gradient(state: train_step.TrainState):
-  """The gradient that train_step handed to the optimizer: optax.sgd(momentum=0.0)'s trace is exactly it."""
+  """The gradient that the step handed to the optimizer: optax.sgd(momentum=0.0)'s trace is exactly it."""
   return state.opt_state[0].trace
 
 
@@ -77,10 +76,6 @@ def global_batch(rng):
   }
 
 
-def pmapped(step, devices: int):
-  return jax.pmap(step, axis_name=train_step.AXIS, devices=jax.devices()[:devices])
-
-
 def shard(batch, devices: int):
   return {key: value.reshape((devices, -1) + value.shape[1:]) for key, value in batch.items()}
 
@@ -93,14 +88,14 @@ def first(tree):
   return jax.tree.map(lambda leaf: leaf[0], tree)
 
 
-def run_steps(step, state, batches):
+def run_steps(make_step, state, batches):
   """STEPS train steps on 1 device, and each step again on DEVICES devices from the same 1-device state.
 
   Starting every 8-device step from the 1-device state keeps float32 differences from compounding over steps
   (a near-tie in batch-hard mining flipped by rounding would change the next gradient by far more than rounding).
   Returns (sharded, single): per step (state, terms) on the host, every leaf with a leading device axis.
   """
-  single_step, sharded_step = pmapped(step, 1), pmapped(step, DEVICES)
+  single_step, sharded_step = make_step(jax.devices()[:1]), make_step(jax.devices()[:DEVICES])
   single, sharded = [], []
   for batch in batches:
     sharded.append(jax.device_get(sharded_step(replicate(state, DEVICES), shard(batch, DEVICES))))
@@ -125,9 +120,9 @@ def setup(request):
   optimizer = optax.sgd(LEARNING_RATE, momentum=0.0)
   state = train_step.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                                 batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
-  # As axm_jax/train.py's _compiled_step, with SGD in place of AdamW.
-  step = functools.partial(train_step.train_step, model=model, optimizer=optimizer, loss_config=config.loss)
-  return (config, variables, batches) + run_steps(step, state, batches)
+  # As axm_jax/train.py's train_step_lib.pmapped_train_step, with SGD in place of AdamW.
+  make_step = lambda devices: train_step.TrainStep(model, optimizer, config.loss, devices)
+  return (config, variables, batches) + run_steps(make_step, state, batches)
 
 
 def test_terms_and_grad_norm_equal_one_device(setup):

@@ -1,4 +1,6 @@
 """Programs compiled ahead of time in background threads (axm_jax.programs)."""
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,3 +47,31 @@ def test_wait_raises_the_error_of_a_background_compile():
   function.precompile(jax.ShapeDtypeStruct((jax.local_device_count(), 3), jnp.float32))
   with pytest.raises(ValueError, match='expected 2 columns, got 3'):
     function.wait()
+
+
+def test_background_lowerings_take_turns_first_asked_first():
+  intervals = {}
+
+  def traced_slowly(name):
+    def function(x):
+      start = time.perf_counter()
+      time.sleep(0.3)  # runs while tracing, as a large model's tracing would
+      intervals[name] = (start, time.perf_counter())
+      return x + 1
+    return programs.Precompiled(jax.pmap(function))
+
+  first, second = traced_slowly('first'), traced_slowly('second')
+  abstract = jax.ShapeDtypeStruct((jax.local_device_count(), 2), jnp.float32)
+  first.precompile(abstract)
+  second.precompile(abstract)
+  first.wait()
+  second.wait()
+  assert intervals['first'][1] <= intervals['second'][0]  # the second was traced after the first, not beside it
+
+
+def test_the_compiler_options_are_valid_options_of_this_jaxlib_and_change_no_result():
+  options = programs.compiler_options()
+  assert options == ({'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE'} if jax.default_backend() == 'cpu' else {})
+  x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+  compiled = programs.lower_and_compile(jax.jit(lambda v: jnp.tanh(v) @ v.T), jax.ShapeDtypeStruct(x.shape, x.dtype))
+  np.testing.assert_allclose(compiled(x), np.tanh(x) @ x.T, rtol=1e-6, atol=1e-6)  # XLA refuses unknown options
