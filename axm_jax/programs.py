@@ -46,9 +46,10 @@ def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
 class Precompiled:
   """A jax.pmap'd function, with its programs for announced input shapes compiled in background threads.
 
-  A call whose inputs have the shapes and dtypes of an announced signature waits for that compile and runs its
-  program; any other call goes to the pmapped function, which compiles as usual. In a multi-process run nothing
-  is compiled ahead: pmap lowers abstract arguments of one process only.
+  A call runs the program of its arguments' shapes and dtypes: an announced one is compiled in the background
+  ahead of the call, any other at the call, the same way (lower_and_compile: the same compiler options, so a
+  program compiled later computes what an announced one does). In a multi-process run nothing is compiled here
+  and the pmapped function compiles at its first call: pmap lowers abstract arguments of one process only.
   """
 
   def __init__(self, function: Callable[..., Any]):
@@ -73,8 +74,11 @@ class Precompiled:
         return self._last(*args)
       except TypeError:  # arguments of another signature
         pass
-    program = self._programs.get(_signature(args))
-    if program is None:
+    key = _signature(args)
+    if key not in self._programs:
+      self.precompile(*jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype), args))
+    program = self._programs.get(key)
+    if program is None:  # a multi-process run
       return self.function(*args)
     self._last = program.result()
     return self._last(*args)

@@ -101,7 +101,7 @@ def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
 
 
 def _start_compiles(config: ml_collections.ConfigDict, model: Any, abstract: train_step_lib.TrainState,
-                    fresh: bool) -> tuple[programs.Precompiled, concurrent.futures.Future | None]:
+                    fresh: bool) -> tuple[train_step_lib.TrainStep, concurrent.futures.Future | None]:
   """Queues the background compiles that the first step waits for: init (a fresh run only), then the train step.
 
   The init program lowers in seconds and compiles while the train step lowers, which keeps the other core busy.

@@ -5,10 +5,10 @@
 
 Builds the model of the paper config (width 1.0, 384x128, 11,003 classes) on random batches (no dataset, no
 TensorFlow) and times, on the main thread, what a run does before its first step: imports, backend start, the
-state's shapes (jax.eval_shape), the wait for the background compiles of the train step and, in a fresh run,
-of the init program (programs.Precompiled, train_step.init_variables; lowered one after the other), the initial
-state, replication, the first step; then the wait for the evaluation encoders (compiled once the first step is
-done, as a run does) and a second step.
+state's shapes (jax.eval_shape), the wait for the background compiles of, in a fresh run, the init program
+(train_step.init_variables), then the train step's two programs (train_step.TrainStep; lowered one after the
+other), the initial state, replication, the first step; then the wait for the evaluation encoders (compiled once
+the first step is done) and a second step, all as a run does.
 
 It runs twice in fresh processes that share one persistent compilation cache directory: 'cold' (a fresh run,
 empty cache) and 'warm' (a resume: the state comes from a checkpoint, here zeros of its shapes, and every
@@ -98,8 +98,8 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
     abstract = train_step_lib.abstract_state(config, model, optimizer)
   step = train_step_lib.pmapped_train_step(config, model)
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
-  step.precompile(programs.per_device(abstract, devices), abstract_batch)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)
+  step.precompile(programs.per_device(abstract, devices), abstract_batch)
   with timer.phase('compile_wait'):
     step.wait()
     variables = initial.result() if initial else None

@@ -23,7 +23,7 @@ def scaled_sums(x, y):
   return jax.lax.psum(x.sum(), 'batch') * y
 
 
-def test_an_announced_call_runs_the_background_program_and_others_compile_as_usual(compiles):
+def test_an_announced_call_runs_the_background_program_and_others_compile_at_the_call(compiles):
   devices = jax.local_device_count()
   function = programs.Precompiled(jax.pmap(scaled_sums, axis_name='batch'))
   x = np.arange(devices * 6, dtype=np.float32).reshape(devices, 2, 3)
@@ -35,7 +35,9 @@ def test_an_announced_call_runs_the_background_program_and_others_compile_as_usu
   np.testing.assert_allclose(function(x, y), x.sum() * y, rtol=1e-6)
   assert compiles() == before  # the program compiled in the background ran
   np.testing.assert_allclose(function(x, y[:, :2]), x.sum() * y[:, :2], rtol=1e-6)
-  assert compiles() == before + 1  # another shape: pmap compiled it
+  assert compiles() == before + 1  # another shape: compiled at the call, once
+  np.testing.assert_allclose(function(x, y[:, 2:]), x.sum() * y[:, 2:], rtol=1e-6)
+  assert compiles() == before + 1  # that shape again: its program is kept
 
 
 def test_wait_raises_the_error_of_a_background_compile():
