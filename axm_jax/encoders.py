@@ -28,8 +28,10 @@ def make_encoders(model: axm_net.AXMNet) -> tuple[programs.Precompiled, programs
       outputs = model.apply(variables, text_ids, text_mask, method='encode_text')
       return outputs['text_embedding'].astype(jnp.float32)
 
-    _ENCODERS[key] = (programs.Precompiled(jax.pmap(encode_image, axis_name=model.axis_name)),
-                      programs.Precompiled(jax.pmap(encode_text, axis_name=model.axis_name)))
+    _ENCODERS[key] = (programs.Precompiled(jax.pmap(encode_image, axis_name=model.axis_name),
+                                           identity=f'encode_image {type(model).__name__} {key}'),
+                      programs.Precompiled(jax.pmap(encode_text, axis_name=model.axis_name),
+                                           identity=f'encode_text {type(model).__name__} {key}'))
   return _ENCODERS[key]
 
 

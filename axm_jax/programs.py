@@ -5,6 +5,7 @@ training of the main thread, and beside each other. Tracing and lowering hold th
 one after the other, so they take turns (first asked, first lowered) and the first program starts compiling sooner.
 """
 import concurrent.futures
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,25 +13,41 @@ from typing import Any
 import jax
 import numpy as np
 
+from axm_jax import program_store
+
 # Two at a time, in the order they are asked for: XLA also compiles each program on several threads.
 _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix='axm_compile')
 _LOWERING = threading.Lock()
 
 
 def compiler_options() -> dict[str, str]:
-  """XLA options for the programs compiled here: on CPU, XLA's fast-compile preset.
+  """XLA options for the programs compiled here. On CPU: XLA's fast-compile preset, and reductions in XLA's own
+  kernels rather than YNNPACK's.
 
-  Measured on the default config's train step (2-core AMD EPYC, 2026-12-07): 51 s against 58 s to compile, the same
-  step time; see the README's start-up section for the paper config.
+  Measured on a 2-core AMD EPYC (2026-12-07): the preset compiled the default config's train step in 51 s against
+  58 s at the same step time. Without YNNPACK's reductions the paper config's step (batch 16) took 6.6 s against
+  11.4 s, and loading its stored gradient program 6.7 s against 17.4 s; the default config's, 299-318 against
+  345 ms and 8-11 against 22-24 s, but its compile took about 5 s longer (38-42 against 33-36 s).
   """
-  return {'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE'} if jax.default_backend() == 'cpu' else {}
+  if jax.default_backend() != 'cpu':
+    return {}
+  return {'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE', 'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
-def lower_and_compile(function: Any, *abstract_args: Any, options: dict[str, Any] | None = None) -> Any:
-  """function.lower(*abstract_args) (one lowering at a time), compiled with compiler_options() and `options`."""
+def lower_and_compile(function: Any, *abstract_args: Any, options: dict[str, Any] | None = None,
+                      identity: str | None = None) -> Any:
+  """function.lower(*abstract_args) (one lowering at a time), compiled with compiler_options() and `options`.
+
+  With an `identity` (a description of `function` that fixes its program, e.g. its config), the compiled program is
+  kept in the program store and a later process with the same identity loads it without tracing.
+  """
+  options = dict(compiler_options(), **(options or {}))
+  name = program_store.key(identity, abstract_args, options) if identity is not None else None
+  if name is not None and (compiled := program_store.load(name)) is not None:
+    return compiled
   with _LOWERING:
     lowered = function.lower(*abstract_args)
-  return lowered.compile(dict(compiler_options(), **(options or {})))
+  return lowered.compile(options) if name is None else program_store.compile_and_save(name, lowered, options)
 
 
 def in_background(function: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
@@ -52,8 +69,9 @@ class Precompiled:
   and the pmapped function compiles at its first call: pmap lowers abstract arguments of one process only.
   """
 
-  def __init__(self, function: Callable[..., Any]):
+  def __init__(self, function: Callable[..., Any], identity: str | None = None):
     self.function = function
+    self.identity = identity  # see lower_and_compile
     self._programs: dict[tuple[Any, ...], concurrent.futures.Future] = {}
     self._last: Callable[..., Any] | None = None  # the program of the previous call
 
@@ -61,7 +79,8 @@ class Precompiled:
     """Starts compiling for arguments shaped like `abstract_args` (jax.ShapeDtypeStruct trees)."""
     key = _signature(abstract_args)
     if key not in self._programs and jax.process_count() == 1:
-      self._programs[key] = in_background(lower_and_compile, self.function, *abstract_args)
+      self._programs[key] = in_background(
+          functools.partial(lower_and_compile, self.function, identity=self.identity), *abstract_args)
 
   def wait(self) -> None:
     """Returns when every announced compile is done (raising its error, if any)."""

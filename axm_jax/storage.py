@@ -6,6 +6,7 @@ pointed at an emulator. Local paths are made absolute (orbax needs absolute path
 """
 import contextlib
 import os
+import uuid
 
 os.environ['EPATH_USE_TF'] = 'false'  # read by epath at each call: URIs through fsspec, not tf.io.gfile
 
@@ -55,10 +56,11 @@ def describe_error(error: BaseException) -> str:
 def atomic_write(target: epath.Path, data: str | bytes) -> None:
   """Writes `target` so that it is either old or new, never cut.
 
-  Local files go through a temporary file and a rename; an object store's upload is atomic by itself.
+  Local files go through a temporary file of this writer's own and a rename, so that writers of the same file
+  (e.g. two processes storing one compiled program) never mix their bytes; an object store's upload is atomic by itself.
   """
   payload = data.encode() if isinstance(data, str) else data
-  temporary = target.parent / f'{target.name}.tmp'
+  temporary = target.parent / f'{target.name}.tmp-{uuid.uuid4().hex[:8]}'
   try:
     if is_remote(target):
       target.write_bytes(payload)

@@ -80,7 +80,7 @@ def _train(config: ml_collections.ConfigDict, directory: run.RunDirectory,
     run.save_label_map(directory, label_map)
   model = factory.build_model(config.model, num_classes=len(label_map), axis_name=train_step_lib.AXIS)
   optimizer = train_step_lib.make_optimizer(config)
-  abstract = train_step_lib.abstract_state(config, model, optimizer)
+  abstract = train_step_lib.abstract_state(config, model)
   checkpoints = directory.checkpoints(config.train.keep_checkpoints)
   try:
     state = _resume(checkpoints, abstract, directory, is_writer)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from axm_jax import losses
+from axm_jax import program_store
 from axm_jax import programs
 from axm_jax.models import pretrained
 
@@ -70,7 +71,7 @@ def init_variables(config: ml_collections.ConfigDict, model: nn.Module) -> dict[
   """The model's freshly initialised variables, from one jitted init program (not thousands of eager ops)."""
   inputs = _init_inputs(config)
   init = programs.lower_and_compile(jax.jit(functools.partial(model.init, train=False)), *inputs,
-                                    options=INIT_COMPILER_OPTIONS)
+                                    options=INIT_COMPILER_OPTIONS, identity=f'init {program_identity(config, model)}')
   return flax.core.unfreeze(init(*inputs))
 
 
@@ -90,16 +91,20 @@ def create_state(config: ml_collections.ConfigDict, model: nn.Module, optimizer:
                     batch_stats=variables['batch_stats'], opt_state=jax.jit(optimizer.init)(variables['params']))
 
 
-def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
-                   optimizer: optax.GradientTransformation) -> TrainState:
-  """create_state's shapes and dtypes on the first local device, traced only (nothing compiles or runs).
+def abstract_state(config: ml_collections.ConfigDict, model: nn.Module) -> TrainState:
+  """create_state's shapes and dtypes (config's optimizer) on the first local device, traced only (nothing compiles
+  or runs), or read from the program store where an earlier process traced them.
 
   A resumed run restores its checkpoint straight into these targets instead of initialising what it overwrites.
   """
-  variables = jax.eval_shape(functools.partial(model.init, train=False), *_init_inputs(config))
-  state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
-                     batch_stats=variables['batch_stats'], opt_state=jax.eval_shape(optimizer.init,
-                                                                                    variables['params']))
+
+  def trace() -> TrainState:
+    variables = jax.eval_shape(functools.partial(model.init, train=False), *_init_inputs(config))
+    return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
+                      batch_stats=variables['batch_stats'],
+                      opt_state=jax.eval_shape(make_optimizer(config).init, variables['params']))
+
+  state = program_store.shapes(f'abstract_state {program_identity(config, model)}', trace)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), state)
 
@@ -107,7 +112,12 @@ def abstract_state(config: ml_collections.ConfigDict, model: nn.Module,
 def pmapped_train_step(config: ml_collections.ConfigDict, model: nn.Module) -> 'TrainStep':
   """The train step with config's optimizer (AdamW; its learning-rate schedule over config.train.num_steps is
   compiled into the update program)."""
-  return TrainStep(model, make_optimizer(config), config.loss)
+  return TrainStep(model, make_optimizer(config), config.loss, identity=program_identity(config, model))
+
+
+def program_identity(config: ml_collections.ConfigDict, model: nn.Module) -> str:
+  """What fixes this module's programs besides their arguments' shapes: the config and the model's attributes."""
+  return f'{config.to_json_best_effort(sort_keys=True)} {model!r}'
 
 
 class TrainStep:
@@ -118,11 +128,16 @@ class TrainStep:
   """
 
   def __init__(self, model: nn.Module, optimizer: optax.GradientTransformation,
-               loss_config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None):
+               loss_config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None,
+               identity: str | None = None):
+    """`identity`: a text that fixes model, optimizer and losses (the run's config), under which the compiled
+    programs are stored (programs.lower_and_compile); None stores nothing."""
     self.gradients = programs.Precompiled(jax.pmap(
-        functools.partial(compute_gradients, model=model, loss_config=loss_config), axis_name=AXIS, devices=devices))
+        functools.partial(compute_gradients, model=model, loss_config=loss_config), axis_name=AXIS, devices=devices),
+        identity=identity and f'compute_gradients {devices} {identity}')
     self.update = programs.Precompiled(jax.pmap(functools.partial(apply_gradients, optimizer=optimizer),
-                                                axis_name=AXIS, donate_argnums=(0,), devices=devices))
+                                                axis_name=AXIS, donate_argnums=(0,), devices=devices),
+                                       identity=identity and f'apply_gradients {devices} {identity}')
 
   def precompile(self, abstract_state: TrainState, abstract_batch: dict[str, jax.ShapeDtypeStruct]) -> None:
     """Starts compiling both programs for per-device abstract state and batch (programs.per_device)."""

@@ -12,9 +12,10 @@ the first step is done) and a second step, all as a run does.
 
 It runs twice in fresh processes that share one persistent compilation cache directory: 'cold' (a fresh run,
 empty cache) and 'warm' (a resume: the state comes from a checkpoint, here zeros of its shapes, and every
-program from the cache). 'trace' / 'lower' / 'compile' / 'cache_load' are JAX's monitoring events summed over
-all threads ('compile' includes 'cache_load', reading a persistent-cache hit). It also prints the StableHLO op
-counts of the train step and of the two encoders. On a CPU, batch 16 keeps the step's memory near 9 GB.
+program from the program store, axm_jax/program_store.py, which it finds without tracing). 'trace' / 'lower' /
+'compile' / 'cache_load' are JAX's monitoring events summed over all threads ('compile' includes 'cache_load',
+reading a hit of JAX's own persistent cache); 'store_load' is the loading of stored programs. It also prints the
+StableHLO op counts of the train step and of the two encoders. On a CPU, batch 16 keeps the step's memory near 9 GB.
 """
 import argparse
 import collections
@@ -35,7 +36,8 @@ PHASES = ('import', 'backend', 'abstract_state', 'compile_wait', 'initial_state'
 EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace',
           '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
           '/jax/core/compile/backend_compile_duration': 'compile',
-          '/jax/compilation_cache/cache_retrieval_time_sec': 'cache_load'}
+          '/jax/compilation_cache/cache_retrieval_time_sec': 'cache_load',
+          '/axm_jax/program_store/load_duration': 'store_load'}
 
 
 def load_config(dtype: str = 'float32', batch: int = 64):
@@ -95,7 +97,7 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   optimizer = train_step_lib.make_optimizer(config)
   batch_arrays = random_batch(config, NUM_CLASSES)
   with timer.phase('abstract_state'):
-    abstract = train_step_lib.abstract_state(config, model, optimizer)
+    abstract = train_step_lib.abstract_state(config, model)
   step = train_step_lib.pmapped_train_step(config, model)
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)

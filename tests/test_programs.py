@@ -72,8 +72,15 @@ def test_background_lowerings_take_turns_first_asked_first():
 
 
 def test_the_compiler_options_are_valid_options_of_this_jaxlib_and_change_no_result():
-  options = programs.compiler_options()
-  assert options == ({'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE'} if jax.default_backend() == 'cpu' else {})
-  x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
-  compiled = programs.lower_and_compile(jax.jit(lambda v: jnp.tanh(v) @ v.T), jax.ShapeDtypeStruct(x.shape, x.dtype))
-  np.testing.assert_allclose(compiled(x), np.tanh(x) @ x.T, rtol=1e-6, atol=1e-6)  # XLA refuses unknown options
+  on_cpu = jax.default_backend() == 'cpu'
+  assert programs.compiler_options() == ({'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE',
+                                          'xla_cpu_experimental_ynn_fusion_type': ''} if on_cpu else {})
+  x = np.linspace(-1, 1, 256 * 128, dtype=np.float32).reshape(256, 128)
+  function = jax.jit(lambda v: jnp.tanh(v) @ v.T + (v * v).sum(axis=0).mean())
+  compiled = programs.lower_and_compile(function, jax.ShapeDtypeStruct(x.shape, x.dtype))  # XLA refuses unknown ones
+  exact = x.astype(np.float64)
+  np.testing.assert_allclose(compiled(x), np.tanh(exact) @ exact.T + (exact * exact).sum(axis=0).mean(),
+                             rtol=1e-5, atol=1e-3)
+  if on_cpu:  # XLA's default hands the reduction to YNNPACK; the options keep it in XLA's own kernels
+    assert '"__ynn_fusion"' in function.lower(x).compile().as_text()
+    assert '"__ynn_fusion"' not in compiled.as_text()
