@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from axm_jax import config_files
+from axm_jax import program_store
+from axm_jax import programs
 from axm_jax import run
 from axm_jax import storage
 from axm_jax import train
@@ -221,3 +223,24 @@ def test_the_lock_is_created_only_where_absent_and_a_live_holder_refuses(emulato
 def test_a_missing_bucket_is_named(emulator):
   with pytest.raises(storage.StorageError, match=r'^cannot write to the workdir gs://no-such-bucket/run: '):
     storage.ensure_writable(storage.path('gs://no-such-bucket/run'))
+
+
+def test_the_program_store_keeps_programs_in_a_bucket(emulator):
+  """A compilation cache directory in Cloud Storage (JAX_COMPILATION_CACHE_DIR=gs://...) holds the program store."""
+  jax.jit(lambda: 0)()  # JAX's own cache keeps the directory it started with; only the store moves to the bucket
+  previous = jax.config.jax_compilation_cache_dir
+  jax.config.update('jax_compilation_cache_dir', f'gs://{BUCKET}/xla')
+  traces = []
+
+  def doubled(x):
+    traces.append(1)
+    return 2 * x
+
+  x = np.arange(jax.local_device_count() * 3, dtype=np.float32).reshape(-1, 3)
+  try:
+    for _ in range(2):  # the second Precompiled loads what the first stored
+      np.testing.assert_allclose(programs.Precompiled(jax.pmap(doubled), identity='doubled')(x), 2 * x)
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+  assert len(traces) == 1
+  assert len(objects(f'xla/{program_store.SUBDIRECTORY}')) == 1
