@@ -91,7 +91,7 @@ def directory() -> storage.Path | None:
 def load(name: str) -> jax.stages.Compiled | None:
   """The stored program `name`, or None when there is none or it cannot be loaded (then it is compiled again)."""
   start = time.monotonic()
-  compiled = _read(name, lambda data: serialize_executable.deserialize_and_load(*pickle.loads(data)), 'compiling')
+  compiled = _read(name, _deserialize, 'compiling')
   if compiled is not None:
     jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.monotonic() - start)
   return compiled
@@ -106,8 +106,22 @@ def compile_and_save(name: str, lowered: jax.stages.Lowered, options: dict[str, 
   _THREAD.cache_hit = False
   compiled = lowered.compile(options)
   if not _THREAD.cache_hit:
-    _write(name, lambda: pickle.dumps(serialize_executable.serialize(compiled)))
+    _write(name, lambda: _serialize(compiled))
   return compiled
+
+
+def _serialize(compiled: jax.stages.Compiled) -> bytes:
+  """The executable, its argument and result trees, and the ids of the devices it runs on, in order."""
+  devices = compiled._executable._unloaded_executable.device_list  # pylint: disable=protected-access  (as serialize)
+  return pickle.dumps((*serialize_executable.serialize(compiled), [device.id for device in devices]))
+
+
+def _deserialize(data: bytes) -> jax.stages.Compiled:
+  """Loads onto the devices it was compiled for (by default JAX would load a one-device program onto all)."""
+  executable, in_tree, out_tree, device_ids = pickle.loads(data)
+  devices = {device.id: device for device in jax.devices()}
+  return serialize_executable.deserialize_and_load(executable, in_tree, out_tree,
+                                                   execution_devices=[devices[i] for i in device_ids])
 
 
 def shapes(identity: str, compute: Callable[[], Any]) -> Any:

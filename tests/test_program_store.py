@@ -177,3 +177,12 @@ def test_shapes_are_traced_once_then_read_with_their_tree(store):
           (leaf.shape, leaf.dtype) for leaf in jax.tree.leaves(first)]
   program_store.shapes('state v2', state)
   assert len(traces) == 3  # state() above, then another identity
+
+
+def test_a_one_device_program_is_loaded_onto_its_device(store):
+  """A jitted program (e.g. the init program) runs on one of the 8 devices, not on all of them, once loaded."""
+  x = np.linspace(0, 1, 6, dtype=np.float32)
+  first = programs.lower_and_compile(jax.jit(jnp.sin), x, identity='sin')
+  second = programs.lower_and_compile(jax.jit(jnp.sin), x, identity='sin')
+  assert first is not second  # the second is the stored copy
+  np.testing.assert_allclose(second(x), np.sin(x), rtol=1e-6)
