@@ -2,12 +2,15 @@
 
 jaxlib releases the GIL while XLA compiles, so these compiles run beside the dataset loading and the tokenizer
 training of the main thread, and beside each other. Tracing and lowering hold the GIL: two at once take as long as
-one after the other, so they take turns (first asked, first lowered) and the first program starts compiling sooner.
+one after the other, so they take turns in the order the work was queued (first asked, first lowered) and the first
+program starts compiling sooner.
 """
 import concurrent.futures
+import contextlib
 import functools
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -15,9 +18,69 @@ import numpy as np
 
 from axm_jax import program_store
 
-# Two at a time, in the order they are asked for: XLA also compiles each program on several threads.
-_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix='axm_compile')
-_LOWERING = threading.Lock()
+# A fresh run queues three programs (init, gradients, update): each gets a thread at once, so a program compiles as
+# soon as it is lowered. XLA also compiles each program on several threads.
+_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix='axm_compile')
+
+
+class _Turns:
+  """Lowering, one at a time, in the order of tickets; a ticket is taken when the work is queued."""
+
+  def __init__(self):
+    self._condition = threading.Condition()
+    self._tickets = itertools.count()
+    self._waiting: set[int] = set()
+    self._local = threading.local()  # .ticket: the ticket of the work this thread runs, until it lowers
+
+  def submit(self, function: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    """function(*args) in a compile thread, with the next ticket (taken and queued at once: threads start in
+    ticket order, so a thread never waits for work that no thread runs)."""
+    with self._condition:
+      ticket = self._take()
+      return _THREADS.submit(self._run, ticket, function, *args)
+
+  def _take(self) -> int:
+    ticket = next(self._tickets)
+    self._waiting.add(ticket)
+    return ticket
+
+  def release(self, ticket: int) -> None:
+    """Ends `ticket`'s turn, or its wait."""
+    with self._condition:
+      self._waiting.discard(ticket)
+      self._condition.notify_all()
+
+  def _run(self, ticket: int, function: Callable[..., Any], *args: Any) -> Any:
+    """function(*args) in this thread; its first lowering waits for `ticket`'s turn."""
+    self._local.ticket = ticket
+    try:
+      return function(*args)
+    finally:
+      self._local.ticket = None
+      self.release(ticket)
+
+  def pass_turn(self) -> None:
+    """Gives up this thread's ticket: its work lowers nothing (e.g. its program was loaded)."""
+    ticket, self._local.ticket = getattr(self._local, 'ticket', None), None
+    if ticket is not None:
+      self.release(ticket)
+
+  @contextlib.contextmanager
+  def turn(self) -> Iterator[None]:
+    """Holds the lowering turn: this thread's ticket (the first time), else a new one."""
+    ticket = getattr(self._local, 'ticket', None)
+    self._local.ticket = None
+    with self._condition:
+      if ticket is None:
+        ticket = self._take()
+      self._condition.wait_for(lambda: min(self._waiting) == ticket)
+    try:
+      yield
+    finally:
+      self.release(ticket)
+
+
+_TURNS = _Turns()
 
 
 def compiler_options() -> dict[str, str]:
@@ -44,15 +107,16 @@ def lower_and_compile(function: Any, *abstract_args: Any, options: dict[str, Any
   options = dict(compiler_options(), **(options or {}))
   name = program_store.key(identity, abstract_args, options) if identity is not None else None
   if name is not None and (compiled := program_store.load(name)) is not None:
+    _TURNS.pass_turn()
     return compiled
-  with _LOWERING:
+  with _TURNS.turn():
     lowered = function.lower(*abstract_args)
   return lowered.compile(options) if name is None else program_store.compile_and_save(name, lowered, options)
 
 
 def in_background(function: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-  """Runs function(*args) in a compile thread."""
-  return _THREADS.submit(function, *args)
+  """Runs function(*args) in a compile thread; its lowering comes after those of the work queued before it."""
+  return _TURNS.submit(function, *args)
 
 
 def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -47,14 +47,15 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def replicate(tree: Any) -> Any:
-  """Copies `tree` to every local device with the sharding that the pmapped step returns.
+  """Copies `tree` to every local device with the sharding that the pmapped step returns (no program runs).
 
   flax.jax_utils.replicate places arrays on another mesh, which makes the step compile a second time when its own
   outputs come back as inputs.
   """
-  devices = jax.local_device_count()
-  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (devices,) + np.shape(x)), tree)
-  return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
+  devices = jax.local_devices()
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)), jax.sharding.PartitionSpec(AXIS))
+  return jax.tree.map(
+      lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), sharding), tree)
 
 
 def _init_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:

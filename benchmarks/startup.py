@@ -5,17 +5,19 @@
 
 Builds the model of the paper config (width 1.0, 384x128, 11,003 classes) on random batches (no dataset, no
 TensorFlow) and times, on the main thread, what a run does before its first step: imports, backend start, the
-state's shapes (jax.eval_shape), the wait for the background compiles of, in a fresh run, the init program
+state's shapes (jax.eval_shape), the background compiles of, in a fresh run, the init program
 (train_step.init_variables), then the train step's two programs (train_step.TrainStep; lowered one after the
-other), the initial state, replication, the first step; then the wait for the evaluation encoders (compiled once
-the first step is done) and a second step, all as a run does.
+other), after a resume has restored its checkpoint; then the wait for the compiles, a fresh run's initial state,
+replication, the first step; then the wait for the evaluation encoders (compiled once the first step is done) and a
+second step, all as a run does. 'import' and 'to_first_step' count from the process start.
 
 It runs twice in fresh processes that share one persistent compilation cache directory: 'cold' (a fresh run,
-empty cache) and 'warm' (a resume: the state comes from a checkpoint, here zeros of its shapes, and every
-program from the program store, axm_jax/program_store.py, which it finds without tracing). 'trace' / 'lower' /
-'compile' / 'cache_load' are JAX's monitoring events summed over all threads ('compile' includes 'cache_load',
-reading a hit of JAX's own persistent cache); 'store_load' is the loading of stored programs. It also prints the
-StableHLO op counts of the train step and of the two encoders. On a CPU, batch 16 keeps the step's memory near 9 GB.
+empty cache; it saves its state after the second step, untimed) and 'warm' (a resume: the state is restored from
+that checkpoint with axm_jax.checkpointing and every program comes from the program store,
+axm_jax/program_store.py, which it finds without tracing). 'trace' / 'lower' / 'compile' / 'cache_load' are JAX's
+monitoring events summed over all threads ('compile' includes 'cache_load', reading a hit of JAX's own persistent
+cache); 'store_load' is the loading of stored programs. It also prints the StableHLO op counts of the train step
+and of the two encoders. On a CPU, batch 16 keeps the step's memory near 9 GB.
 """
 import argparse
 import collections
@@ -31,7 +33,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 11003  # CUHK-PEDES train identities
-PHASES = ('import', 'backend', 'abstract_state', 'compile_wait', 'initial_state', 'replicate', 'first_step',
+PHASES = ('import', 'backend', 'abstract_state', 'restore', 'compile_wait', 'initial_state', 'replicate', 'first_step',
           'to_first_step', 'encoders_wait', 'second_step')
 EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace',
           '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
@@ -78,18 +80,20 @@ def op_count(lowered) -> int:
   return len(re.findall(r'= "?(?:stablehlo|chlo|mhlo)\.', lowered.as_text()))
 
 
-def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
+def breakdown(dtype: str, batch: int, resumed: bool, checkpoint_dir: str) -> dict:
   """Starts one training process in this process; returns {'phases': ..., 'events': ..., 'ops': ...}."""
-  import_start = time.perf_counter()
+  from axm_jax import startup  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from axm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from axm_jax import encoders  # pylint: disable=g-import-not-at-top
   from axm_jax import programs  # pylint: disable=g-import-not-at-top
   from axm_jax import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
   from axm_jax.models import axm_net  # pylint: disable=g-import-not-at-top
   from benchmarks.train_step_speed import random_batch  # pylint: disable=g-import-not-at-top
   timer = PhaseTimer()
-  timer.phases['import'] = time.perf_counter() - import_start
+  timer.phases['import'] = startup.seconds_since_process_start()
   with timer.phase('backend'):
     devices = jax.local_device_count()
   config = load_config(dtype, batch)
@@ -98,6 +102,13 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   batch_arrays = random_batch(config, NUM_CLASSES)
   with timer.phase('abstract_state'):
     abstract = train_step_lib.abstract_state(config, model)
+  folder = epath.Path(checkpoint_dir)
+  checkpoints = checkpointing.Checkpoints(folder / 'periodic', folder / 'best', folder / 'damaged', keep=1)
+  if resumed:
+    with timer.phase('restore'):  # before the compiles start, as axm_jax.train resumes
+      step_number, restored, opt_state = checkpoints.restore_latest(abstract.variables, abstract.opt_state, True)
+      state = train_step_lib.TrainState(step=jnp.asarray(step_number, jnp.int32), params=restored['params'],
+                                        batch_stats=restored['batch_stats'], opt_state=opt_state)
   step = train_step_lib.pmapped_train_step(config, model)
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)
@@ -105,15 +116,15 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   with timer.phase('compile_wait'):
     step.wait()
     variables = initial.result() if initial else None
-  with timer.phase('initial_state'):
-    state = (jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), abstract) if resumed else
-             train_step_lib.create_state(config, model, optimizer, [], variables))
+  if not resumed:
+    with timer.phase('initial_state'):
+      state = train_step_lib.create_state(config, model, optimizer, [], variables)
   with timer.phase('replicate'):
     state = jax.block_until_ready(train_step_lib.replicate(state))
   with timer.phase('first_step'):
     state, terms = step(state, batch_arrays)
     jax.block_until_ready(terms)
-  timer.phases['to_first_step'] = time.perf_counter() - import_start
+  timer.phases['to_first_step'] = startup.seconds_since_process_start()
   encoders.precompile_encoders(model, abstract.variables, config.data)
   with timer.phase('encoders_wait'):
     for encoder in encoders.make_encoders(model):
@@ -121,6 +132,10 @@ def breakdown(dtype: str, batch: int, resumed: bool) -> dict:
   with timer.phase('second_step'):
     state, terms = step(state, batch_arrays)
     jax.block_until_ready(terms)
+  if not resumed:
+    host = jax.device_get(jax.tree.map(lambda leaf: leaf[0], state))
+    checkpoints.save(int(host.step), host.variables, host.opt_state)
+  checkpoints.close()
   return {'phases': timer.phases, 'events': dict(timer.events),
           'ops': program_ops(step, encoders.make_encoders(model), abstract, abstract_batch, config, devices)}
 
@@ -143,13 +158,14 @@ def program_ops(step, encoder_pair, abstract, abstract_batch, config, devices: i
                                                              jax.ShapeDtypeStruct(tokens.shape, jnp.bool_)))}
 
 
-def run_process(dtype: str, batch: int, cache_dir: str, resumed: bool) -> dict:
+def run_process(dtype: str, batch: int, cache_dir: str, checkpoint_dir: str, resumed: bool) -> dict:
   """breakdown() in a fresh Python process with the persistent compilation cache in `cache_dir`."""
   with tempfile.NamedTemporaryFile(suffix='.json') as output:
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache_dir, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
     subprocess.run([sys.executable, '-m', 'benchmarks.startup', '--child', f'--dtype={dtype}', f'--batch={batch}',
-                    f'--json={output.name}'] + (['--resumed'] if resumed else []), cwd=REPO, env=env, check=True)
+                    f'--json={output.name}', f'--checkpoint_dir={checkpoint_dir}'] + (['--resumed'] if resumed else []),
+                   cwd=REPO, env=env, check=True)
     return json.loads(pathlib.Path(output.name).read_text())
 
 
@@ -157,8 +173,9 @@ def cold_and_warm(dtype: str, batch: int, cache_dir: str | None = None) -> dict[
   """{'cold': a fresh run on an empty cache, 'warm': a resume on the cache the first one filled}."""
   with tempfile.TemporaryDirectory() as scratch:
     cache_dir = cache_dir or os.path.join(scratch, 'xla_cache')
-    return {'cold': run_process(dtype, batch, cache_dir, resumed=False),
-            'warm': run_process(dtype, batch, cache_dir, resumed=True)}
+    checkpoint_dir = os.path.join(scratch, 'checkpoints')
+    return {'cold': run_process(dtype, batch, cache_dir, checkpoint_dir, resumed=False),
+            'warm': run_process(dtype, batch, cache_dir, checkpoint_dir, resumed=True)}
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -182,11 +199,10 @@ def main() -> None:
   parser.add_argument('--json', default=None, help='write the results here')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--resumed', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--checkpoint_dir', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
-  if args.child:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
-    pathlib.Path(args.json).write_text(json.dumps(breakdown(args.dtype, args.batch, args.resumed)))
+  if args.child:  # JAX reads JAX_COMPILATION_CACHE_DIR from the environment
+    pathlib.Path(args.json).write_text(json.dumps(breakdown(args.dtype, args.batch, args.resumed, args.checkpoint_dir)))
     return
   results = cold_and_warm(args.dtype, args.batch, args.cache_dir)
   print(f'start-up, paper config, {args.dtype}, global batch {args.batch}')

@@ -202,3 +202,12 @@ def test_one_device_step_is_the_gradient_of_the_global_loss(setup):
     np.testing.assert_allclose(step_terms['grad_norm'][0], optax.tree.norm(grads), rtol=GRAD_NORM_RTOL)
     assert max_relative_difference(first(state.batch_stats), batch_stats) < STATS_RTOL, index
     before = first(state.variables)
+
+
+def test_replicate_copies_to_every_device_with_the_sharding_the_step_returns():
+  tree = {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3), 'step': np.int32(4)}
+  replicated = train_step.replicate(tree)
+  returned = jax.pmap(lambda t: t, axis_name=train_step.AXIS)(replicated)  # as a pmapped step returns its state
+  for key, leaf in tree.items():
+    assert replicated[key].sharding == returned[key].sharding  # else the step would compile again for its own output
+    np.testing.assert_array_equal(replicated[key], np.broadcast_to(leaf, (DEVICES,) + np.shape(leaf)))

@@ -71,6 +71,23 @@ def test_background_lowerings_take_turns_first_asked_first():
   assert intervals['first'][1] <= intervals['second'][0]  # the second was traced after the first, not beside it
 
 
+def test_lowerings_follow_the_order_of_queueing_even_when_the_first_reaches_its_lowering_last():
+  lowered = []
+
+  def work(name, delay):
+    def run():
+      time.sleep(delay)  # work before the lowering, as the init program first builds its inputs
+      function = jax.jit(lambda x: (lowered.append(name), x + 1)[1])
+      return programs.lower_and_compile(function, jax.ShapeDtypeStruct((2,), jnp.float32))
+    return run
+
+  futures = [programs.in_background(work(name, delay)) for name, delay in (('first', 0.5), ('second', 0.0),
+                                                                          ('third', 0.0))]
+  for future in futures:
+    np.testing.assert_array_equal(future.result()(np.zeros(2, np.float32)), np.ones(2, np.float32))
+  assert lowered == ['first', 'second', 'third']
+
+
 def test_the_compiler_options_are_valid_options_of_this_jaxlib_and_change_no_result():
   on_cpu = jax.default_backend() == 'cpu'
   assert programs.compiler_options() == ({'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_COMPILE',

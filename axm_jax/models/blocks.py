@@ -127,12 +127,15 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, implementation: str = 'auto'
         feature_group_count=x.shape[-1], preferred_element_type=jnp.float32).astype(x.dtype)
   if implementation != 'shifted':
     raise ValueError(f"depthwise implementation {implementation!r}; expected 'auto', 'shifted' or 'grouped'")
+  # lax.slice, not jnp indexing: the same program, traced several times faster.
   padded = jnp.pad(x, ((0, 0),) + ((1, 1),) * spatial + ((0, 0),))
-  shape = x.shape[1:-1]
   total = jnp.zeros(x.shape, jnp.float32)
   for offset in itertools.product(range(3), repeat=spatial):
-    window = padded[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, shape))]
-    total = total + window.astype(jnp.float32) * kernel[offset]
+    window = jax.lax.slice(padded, (0, *offset, 0), (x.shape[0], *(o + n for o, n in zip(offset, x.shape[1:-1])),
+                                                     x.shape[-1]))
+    weight = jax.lax.squeeze(jax.lax.slice(kernel, (*offset, 0), (*(o + 1 for o in offset), x.shape[-1])),
+                             tuple(range(spatial)))
+    total = total + window.astype(jnp.float32) * weight
   return total.astype(x.dtype)
 
 
