@@ -72,11 +72,16 @@ def _environment() -> str:
                _cpu_features() if backend.platform == 'cpu' else ''))
 
 
+def signature(tree: Any) -> tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]:
+  """(tree structure, (shape, dtype name) of each leaf): what a compiled program's arguments must match."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple((tuple(np.shape(leaf)), np.dtype(leaf.dtype).name) for leaf in leaves)
+
+
 def key(identity: str, abstract_args: tuple[Any, ...], options: dict[str, Any]) -> str:
   """The name of the program of `identity` for `abstract_args` (ShapeDtypeStruct trees) compiled with `options`."""
-  leaves, treedef = jax.tree.flatten(abstract_args)
-  signature = [(tuple(leaf.shape), np.dtype(leaf.dtype).name) for leaf in leaves]
-  text = repr((identity, str(treedef), signature, sorted(options.items()), _environment()))
+  treedef, leaves = signature(abstract_args)
+  text = repr((identity, str(treedef), list(leaves), sorted(options.items()), _environment()))
   return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -130,8 +135,7 @@ def shapes(identity: str, compute: Callable[[], Any]) -> Any:
   name = key(identity, (), {})
   stored = _read(name, pickle.loads, 'tracing')
   if stored is None:
-    leaves, treedef = jax.tree.flatten(compute())
-    stored = treedef, [(tuple(leaf.shape), np.dtype(leaf.dtype).name) for leaf in leaves]
+    stored = signature(compute())
     _write(name, lambda: pickle.dumps(stored))
   treedef, leaves = stored
   return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, jnp.dtype(dtype)) for shape, dtype in leaves])

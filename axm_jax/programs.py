@@ -119,11 +119,6 @@ def in_background(function: Callable[..., Any], *args: Any) -> concurrent.future
   return _TURNS.submit(function, *args)
 
 
-def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
-  leaves, treedef = jax.tree.flatten(args)
-  return treedef, tuple((tuple(leaf.shape), np.dtype(leaf.dtype)) for leaf in leaves)
-
-
 class Precompiled:
   """A jax.pmap'd function, with its programs for announced input shapes compiled in background threads.
 
@@ -141,7 +136,7 @@ class Precompiled:
 
   def precompile(self, *abstract_args: Any) -> None:
     """Starts compiling for arguments shaped like `abstract_args` (jax.ShapeDtypeStruct trees)."""
-    key = _signature(abstract_args)
+    key = program_store.signature(abstract_args)
     if key not in self._programs and jax.process_count() == 1:
       self._programs[key] = in_background(
           functools.partial(lower_and_compile, self.function, identity=self.identity), *abstract_args)
@@ -157,7 +152,7 @@ class Precompiled:
         return self._last(*args)
       except TypeError:  # arguments of another signature
         pass
-    key = _signature(args)
+    key = program_store.signature(args)
     if key not in self._programs:
       self.precompile(*jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype), args))
     program = self._programs.get(key)
