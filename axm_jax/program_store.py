@@ -52,6 +52,7 @@ def _source_fingerprint() -> str:
   return digest.hexdigest()
 
 
+@functools.cache
 def _cpu_features() -> str:
   """The host CPU's feature flags (XLA compiles CPU code for them), '' where /proc/cpuinfo is missing."""
   try:
@@ -61,13 +62,19 @@ def _cpu_features() -> str:
     return ''
 
 
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str], ...]:
+  return tuple((package, importlib.metadata.version(package)) for package in _PACKAGES)
+
+
 def _environment() -> str:
-  """Everything outside the caller's arguments that shapes a compiled program."""
+  """Everything outside the caller's arguments that shapes a compiled program (settings and XLA_FLAGS are read at
+  each call: they may change within a process)."""
   settings = sorted((name, repr(value)) for name, value in jax.config.values.items()
                     if not any(word in name for word in _UNRELATED_SETTINGS))
   devices = [(d.platform, d.device_kind, d.id) for d in jax.local_devices()]
   backend = jax.local_devices()[0].client
-  return repr((_source_fingerprint(), [(p, importlib.metadata.version(p)) for p in _PACKAGES], settings,
+  return repr((_source_fingerprint(), _package_versions(), settings,
                os.environ.get('XLA_FLAGS', ''), backend.platform_version, devices, jax.process_count(),
                _cpu_features() if backend.platform == 'cpu' else ''))
 
@@ -81,7 +88,7 @@ def signature(tree: Any) -> tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]:
 def key(identity: str, abstract_args: tuple[Any, ...], options: dict[str, Any]) -> str:
   """The name of the program of `identity` for `abstract_args` (ShapeDtypeStruct trees) compiled with `options`."""
   treedef, leaves = signature(abstract_args)
-  text = repr((identity, str(treedef), list(leaves), sorted(options.items()), _environment()))
+  text = repr((identity, str(treedef), leaves, sorted(options.items()), _environment()))
   return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -44,7 +44,7 @@ class _Turns:
     self._waiting.add(ticket)
     return ticket
 
-  def release(self, ticket: int) -> None:
+  def _release(self, ticket: int) -> None:
     """Ends `ticket`'s turn, or its wait."""
     with self._condition:
       self._waiting.discard(ticket)
@@ -56,20 +56,23 @@ class _Turns:
     try:
       return function(*args)
     finally:
-      self._local.ticket = None
-      self.release(ticket)
+      self._claim()
+      self._release(ticket)
+
+  def _claim(self) -> int | None:
+    """This thread's ticket, once (None after its first use or outside queued work)."""
+    ticket, self._local.ticket = getattr(self._local, 'ticket', None), None
+    return ticket
 
   def pass_turn(self) -> None:
     """Gives up this thread's ticket: its work lowers nothing (e.g. its program was loaded)."""
-    ticket, self._local.ticket = getattr(self._local, 'ticket', None), None
-    if ticket is not None:
-      self.release(ticket)
+    if (ticket := self._claim()) is not None:
+      self._release(ticket)
 
   @contextlib.contextmanager
   def turn(self) -> Iterator[None]:
     """Holds the lowering turn: this thread's ticket (the first time), else a new one."""
-    ticket = getattr(self._local, 'ticket', None)
-    self._local.ticket = None
+    ticket = self._claim()
     with self._condition:
       if ticket is None:
         ticket = self._take()
@@ -77,7 +80,7 @@ class _Turns:
     try:
       yield
     finally:
-      self.release(ticket)
+      self._release(ticket)
 
 
 _TURNS = _Turns()
