@@ -308,8 +308,7 @@ def _resume(checkpoints: checkpointing.Checkpoints, targets: train_step_lib.Trai
   logging.info('Resuming from the checkpoint of step %d in %s.', step, directory)
   if is_writer:
     run.truncate_metrics(directory, step)
-  return train_step_lib.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
-                                   batch_stats=variables['batch_stats'], opt_state=opt_state)
+  return train_step_lib.TrainState.from_variables(jnp.asarray(step, jnp.int32), variables, opt_state)
 
 
 def _check_finite(terms: dict[str, jnp.ndarray] | None, step: int,

@@ -25,6 +25,11 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
 
+  @classmethod
+  def from_variables(cls, step: Any, variables: dict[str, Any], opt_state: Any) -> 'TrainState':
+    """The state at `step` of model variables {'params', 'batch_stats'} and an optimizer state."""
+    return cls(step=step, params=variables['params'], batch_stats=variables['batch_stats'], opt_state=opt_state)
+
   @property
   def variables(self) -> dict[str, Any]:
     return {'params': self.params, 'batch_stats': self.batch_stats}
@@ -88,8 +93,7 @@ def create_state(config: ml_collections.ConfigDict, model: nn.Module, optimizer:
     # Imported here: reading a run needs sentencepiece, which the GPU benchmarks that import this module lack.
     from axm_jax import warm_start  # pylint: disable=g-import-not-at-top
     variables = warm_start.initialise(variables, config, vocab)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'], opt_state=jax.jit(optimizer.init)(variables['params']))
+  return TrainState.from_variables(jnp.zeros((), jnp.int32), variables, jax.jit(optimizer.init)(variables['params']))
 
 
 def abstract_state(config: ml_collections.ConfigDict, model: nn.Module) -> TrainState:
@@ -101,9 +105,8 @@ def abstract_state(config: ml_collections.ConfigDict, model: nn.Module) -> Train
 
   def trace() -> TrainState:
     variables = jax.eval_shape(functools.partial(model.init, train=False), *_init_inputs(config))
-    return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
-                      batch_stats=variables['batch_stats'],
-                      opt_state=jax.eval_shape(make_optimizer(config).init, variables['params']))
+    return TrainState.from_variables(jax.ShapeDtypeStruct((), jnp.int32), variables,
+                                     jax.eval_shape(make_optimizer(config).init, variables['params']))
 
   state = program_store.shapes(f'abstract_state {program_identity(config, model)}', trace)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

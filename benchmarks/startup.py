@@ -107,8 +107,7 @@ def breakdown(dtype: str, batch: int, resumed: bool, checkpoint_dir: str) -> dic
   if resumed:
     with timer.phase('restore'):  # before the compiles start, as axm_jax.train resumes
       step_number, restored, opt_state = checkpoints.restore_latest(abstract.variables, abstract.opt_state, True)
-      state = train_step_lib.TrainState(step=jnp.asarray(step_number, jnp.int32), params=restored['params'],
-                                        batch_stats=restored['batch_stats'], opt_state=opt_state)
+      state = train_step_lib.TrainState.from_variables(jnp.asarray(step_number, jnp.int32), restored, opt_state)
   step = train_step_lib.pmapped_train_step(config, model)
   abstract_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch_arrays)
   initial = None if resumed else programs.in_background(train_step_lib.init_variables, config, model)

@@ -118,8 +118,7 @@ def setup(request):
                                batches[0]['text_mask'][:2])
   variables['params']['contrastive_log_scale'] = jnp.log(jnp.float32(20.0))
   optimizer = optax.sgd(LEARNING_RATE, momentum=0.0)
-  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                                batch_stats=variables['batch_stats'], opt_state=optimizer.init(variables['params']))
+  state = train_step.TrainState.from_variables(jnp.zeros((), jnp.int32), variables, optimizer.init(variables['params']))
   # As axm_jax/train.py's train_step_lib.pmapped_train_step, with SGD in place of AdamW.
   make_step = lambda devices: train_step.TrainStep(model, optimizer, config.loss, devices)
   return (config, variables, batches) + run_steps(make_step, state, batches)
